@@ -1,0 +1,276 @@
+"""Typed configuration built from params.yaml.
+
+Every section of params.yaml maps onto a frozen dataclass. Loading is strict: an unknown
+or misspelt key raises ConfigError naming its dotted path, and values are checked against
+the field's type, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file (or override) that does not match the typed configuration."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    height: int = 128
+    width: int = 64
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    dataset: str = "data/dataset"
+    manifest: str = "data/manifest.parquet"
+    keypoints: str = "data/keypoints.parquet"
+    pose_summary: str = "data/metrics/pose.json"
+    heatmaps: str = "data/heatmaps"
+    heatmaps_preview: str = "data/heatmaps_preview.png"
+    pairs: str = "data/pairs.parquet"
+    pairs_counts: str = "data/metrics/pairs.json"
+    models: str = "models"
+    train_metrics: str = "data/metrics/train.json"
+    train_plots: str = "data/plots/train_losses.csv"
+    evaluation: str = "data/evaluation"
+    eval_metrics: str = "data/metrics/eval.json"
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    train_ids: int = 24
+    test_ids: int = 8
+    images_per_id: int = 8
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["market1501", "synthetic"] = "synthetic"
+    url: str = ""
+    checksum: str | None = None
+    archive: str | None = None
+    cache_dir: str = "data/cache"
+    timeout: float = 60.0
+    retries: int = 5
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    backend: Literal["yolo", "annotations"] = "annotations"
+    weights: str = "yolo11n-pose.pt"
+    imgsz: int = 192
+    conf: float = 0.1
+    kpt_conf: float = 0.3
+    batch: int = 64
+    device: str = "auto"
+    annotations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeatmapsConfig:
+    sigma: float = 6.0
+    chunk: int = 512
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    test_list: str | None = None
+    max_pairs_per_id: int | None = None
+    test_pairs_per_id: int = 10
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    warp: Literal["none", "global", "parts"] = "parts"
+    warp_agg: Literal["max", "avg"] = "max"
+    offsets: bool = True
+    encoder_widths: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
+    decoder_widths: tuple[int, ...] = (512, 512, 512, 256, 128)
+    disc_widths: tuple[int, ...] = (64, 128, 256, 512)
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    gan_weight: float = 1.0
+    nn_weight: float = 0.01
+    nn_window: int = 3
+    perceptual_weight: float = 0.0
+    perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4")
+    offset_smooth_weight: float = 0.01
+    l1_weight: float = 0.0
+    vgg_weights: str = "imagenet"
+    # VGG input convention; null = "imagenet" for vgg_weights imagenet, else "caffe_rgb".
+    vgg_convention: Literal["imagenet", "caffe_rgb", "caffe_bgr"] | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 90000
+    batch_size: int = 4
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    num_workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    sample_every: int = 1000
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = None
+    experiment: str = "deformable-gan"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 32
+    max_pairs: int | None = None
+    inception_weights: str | None = None
+    lpips_weights: str | None = None
+    pose_weights: str | None = None
+    grid_pairs: int = 8
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    image: ImageConfig = field(default_factory=ImageConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    heatmaps: HeatmapsConfig = field(default_factory=HeatmapsConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one YAML value against a type annotation (resolved, not a string)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting keys it does not declare."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        dotted = ", ".join(f"{where}.{k}" if where else str(k) for k in unknown)
+        raise ConfigError(f"unknown key(s) {dotted}; allowed: {sorted(names)}")
+    kwargs = {
+        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read params.yaml into a Params; a missing file or a bad key raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        return from_dict(Params, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain nested dict (lists for tuples) of a config dataclass, e.g. for checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(obj)
+
+
+def flatten(obj: Any) -> dict[str, Any]:
+    """Dotted-key view of a config, e.g. {'loss.nn_weight': 0.01}, for MLflow params."""
+    return flatten_dict(to_dict(obj))
+
+
+def flatten_dict(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

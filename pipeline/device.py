@@ -1,0 +1,129 @@
+"""Device, mixed-precision and distributed-process selection for training and inference.
+
+CPU runs stay in float32 (bit-reproducible, needed for exact resume). CUDA runs use
+autocast with bfloat16 when the GPU supports it, else float16 with a GradScaler, plus
+channels_last and cudnn.benchmark. Distributed runs are detected from the environment
+variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """What the training loop needs to know about where and how it computes."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # None = full float32
+    use_scaler: bool = False  # GradScaler only for float16 autocast
+    channels_last: bool = False
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for forward passes and losses (a no-op without AMP)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler that is enabled only for float16 autocast."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.use_scaler)
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move a module to the device (and to channels_last memory format on CUDA)."""
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+
+def select_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """"auto" | "cpu" | "cuda" | "cuda:N" -> torch.device.
+
+    "auto" picks CUDA when available. Under torchrun, "auto"/"cuda" pick cuda:LOCAL_RANK.
+    Raises ValueError for an unknown name or a CUDA request on a machine without CUDA.
+    """
+    name = name.strip().lower()
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        index = int(name.split(":", 1)[1]) if ":" in name else local_rank
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
+    raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
+def setup_device(name: str = "auto", amp: bool = True) -> DeviceSetup:
+    """Select the device and its precision policy; sets global CUDA flags when on CUDA."""
+    device = select_device(name)
+    if device.type != "cuda":
+        return DeviceSetup(device=device)
+    torch.cuda.set_device(device)
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick fast kernels
+    if not amp:
+        return DeviceSetup(device=device, channels_last=True)
+    if torch.cuda.is_bf16_supported():
+        return DeviceSetup(device=device, amp_dtype=torch.bfloat16, channels_last=True)
+    return DeviceSetup(device=device, amp_dtype=torch.float16, use_scaler=True, channels_last=True)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> DistInfo:
+    """Rank / world size / local rank as set by torchrun (single process when unset)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device, info: DistInfo | None = None) -> Iterator[DistInfo]:
+    """Initialise the default process group for a torchrun launch (gloo on CPU, nccl on
+    CUDA) and tear it down afterwards. A no-op for single-process runs or when a group is
+    already initialised by the caller (which then also owns its teardown)."""
+    info = info or dist_from_env()
+    import torch.distributed as dist
+
+    if not info.enabled or dist.is_initialized():
+        yield info
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    try:
+        yield info
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,116 @@
+"""The Deformable GAN generator: two encoders and a U-Net decoder with deformable skips.
+
+    appearance encoder  cat(x_a, H(p_a))  [B, 21, H, W] -> levels H, H/2, ..., H/2^(L-1)
+    pose encoder        H(p_b)            [B, 18, H, W] -> the same levels
+    decoder             starts from both coarsest maps; at every finer level it upsamples and
+                        concatenates the appearance skip (warped at the WARPED_LEVELS finest
+                        levels) and the pose skip of that resolution; 3x3 conv -> tanh.
+
+Warping (cfg.warp): "parts" uses the 10 part masks/affines of pipeline.model.geometry,
+"global" one whole-image affine, "none" passes the appearance skips unwarped. With
+cfg.offsets, every warped level also gets a learned residual offset field (OffsetHead, zero at
+init) predicted from the affine-warped appearance and the pose features; the level is then
+re-warped with the affines plus that offset. With warp "none" and offsets on, the offsets act
+on the identity warp (a purely learned flow). With offsets off and warp "parts" this is the
+paper's generator.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.config import ModelConfig
+from pipeline.keypoints import NUM_JOINTS
+from pipeline.model.blocks import Encoder, OffsetHead, init_weights, up_block
+from pipeline.model.geometry import part_geometry
+from pipeline.model.warp import affine_to_grid_theta, resize_masks, warp_parts
+
+WARPED_LEVELS = 4  # the four finest resolutions (H, H/2, H/4, H/8) get deformed skips
+DROPOUT_BLOCKS = 3  # dropout in the first three decoder blocks
+OFFSET_HIDDEN_MAX = 64
+
+
+class GeneratorOutput(NamedTuple):
+    image: Tensor          # [B, 3, H, W] in [-1, 1]
+    offsets: list[Tensor]  # per warped level, finest first: [B, 2, H/2^l, W/2^l]; [] when off
+
+
+class Generator(nn.Module):
+    """Generator(cfg, height, width); forward(xa, ha, hb, kpa, kpb) -> GeneratorOutput.
+
+    xa [B, 3, H, W] in [-1, 1]; ha, hb [B, 18, H, W] heatmaps; kpa, kpb [B, 18, 2] (x, y)
+    pixels at H x W, -1 missing. H and W must be divisible by 2^(len(encoder_widths) - 1).
+    """
+
+    def __init__(self, cfg: ModelConfig, height: int, width: int):
+        super().__init__()
+        enc, dec = tuple(cfg.encoder_widths), tuple(cfg.decoder_widths)
+        n_levels = len(enc)
+        if n_levels < 2 or len(dec) != n_levels - 1:
+            raise ValueError(f"Generator: decoder_widths needs len(encoder_widths) - 1 = "
+                             f"{n_levels - 1} entries, got {len(dec)} ({dec} vs {enc})")
+        factor = 2 ** (n_levels - 1)
+        if height % factor or width % factor:
+            raise ValueError(f"Generator: image size {height}x{width} must be divisible by "
+                             f"{factor} (2^(len(encoder_widths) - 1))")
+        if cfg.warp not in ("none", "global", "parts") or cfg.warp_agg not in ("max", "avg"):
+            raise ValueError(f"Generator: bad warp {cfg.warp!r} / warp_agg {cfg.warp_agg!r}")
+        self.cfg, self.height, self.width = cfg, height, width
+        self.n_warped = min(WARPED_LEVELS, n_levels)
+        self.appearance = Encoder(3 + NUM_JOINTS, enc)
+        self.pose = Encoder(NUM_JOINTS, enc)
+        # Decoder block i produces level n_levels-2-i and is followed by that level's skips.
+        ins = [2 * enc[-1]] + [dec[i - 1] + 2 * enc[n_levels - 1 - i] for i in range(1, len(dec))]
+        self.decoder = nn.ModuleList(
+            up_block(ins[i], dec[i], cfg.dropout if i < DROPOUT_BLOCKS else 0.0)
+            for i in range(len(dec))
+        )
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(dec[-1] + 2 * enc[0], 3, 3, padding=1),
+                                  nn.Tanh())
+        self.offset_heads = nn.ModuleList(
+            OffsetHead(2 * enc[l], min(enc[l], OFFSET_HIDDEN_MAX)) for l in range(self.n_warped)
+        ) if cfg.offsets else nn.ModuleList()
+        self.apply(init_weights)
+        for head in self.offset_heads:
+            head.reset_parameters()
+
+    def _warp_setup(self, kpa: Tensor, kpb: Tensor, height: int, width: int):
+        """theta [B, K, 2, 3], masks [B, K, H, W], valid [B, K] for the configured warp, or
+        None when the skips pass unwarped."""
+        mode = self.cfg.warp
+        if mode == "none" and not self.cfg.offsets:
+            return None
+        if mode == "none":  # identity warp, whole image: the offsets are the whole flow
+            b = kpa.shape[0]
+            theta = torch.eye(2, 3, device=kpa.device).expand(b, 1, 2, 3)
+            masks = torch.ones(b, 1, height, width, device=kpa.device)
+            return theta, masks, torch.ones(b, 1, dtype=torch.bool, device=kpa.device)
+        geo = part_geometry(kpa, kpb, height, width, mode=mode)
+        return affine_to_grid_theta(geo.affines, height, width), geo.masks, geo.valid
+
+    def forward(self, xa: Tensor, ha: Tensor, hb: Tensor, kpa: Tensor, kpb: Tensor
+                ) -> GeneratorOutput:
+        height, width = xa.shape[-2:]
+        app = self.appearance(torch.cat([xa, ha], 1))
+        pose = self.pose(hb)
+        setup = self._warp_setup(kpa, kpb, height, width)
+        offsets: list[Tensor] = []
+        if setup is not None:
+            theta, masks, valid = setup
+            agg = self.cfg.warp_agg
+            for level in range(self.n_warped):
+                feat = app[level]
+                level_masks = resize_masks(masks, *feat.shape[-2:])  # once, used by both warps
+                warped = warp_parts(feat, theta, level_masks, valid, agg)
+                if self.cfg.offsets:
+                    offset = self.offset_heads[level](warped, pose[level])
+                    warped = warp_parts(feat, theta, level_masks, valid, agg, offset)
+                    offsets.append(offset)
+                app[level] = warped
+        x = torch.cat([app[-1], pose[-1]], 1)
+        for i, block in enumerate(self.decoder):
+            level = len(app) - 2 - i
+            x = torch.cat([block(x), app[level], pose[level]], 1)
+        return GeneratorOutput(self.head(x), offsets)

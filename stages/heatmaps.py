@@ -1,0 +1,90 @@
+"""Stage `heatmaps`: keypoint table -> heatmap store folder + preview PNG.
+
+    python -m stages.heatmaps [--params params.yaml] [--keypoints FILE] [--out DIR]
+                              [--preview FILE] [--manifest FILE] [--dataset DIR]
+
+Renders every row of the keypoint table at image.height x image.width with sigma
+heatmaps.sigma. The preview finds its images through the manifest (name, path relative to
+the dataset folder); without them it draws on grey tiles and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import load_params
+from pipeline.heatmap_store import HeatmapStore, write_heatmap_store
+from pipeline.heatmaps import table_keypoints
+from pipeline.preview import load_images, pick_rows, preview_grid, write_png
+
+PREVIEW_COUNT = 6
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.heatmaps", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--keypoints", help="keypoint table Parquet (default paths.keypoints)")
+    ap.add_argument("--out", help="heatmap store folder (default paths.heatmaps)")
+    ap.add_argument("--preview", help="preview PNG (default paths.heatmaps_preview)")
+    ap.add_argument("--manifest", help="image manifest Parquet (default paths.manifest)")
+    ap.add_argument("--dataset", help="image folder the manifest paths are relative to")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    paths = params.paths
+    kp_file = Path(args.keypoints or paths.keypoints)
+    out = Path(args.out or paths.heatmaps)
+    preview = Path(args.preview or paths.heatmaps_preview)
+    manifest_file = Path(args.manifest or paths.manifest)
+    dataset = Path(args.dataset or paths.dataset)
+    h, w, sigma = params.image.height, params.image.width, params.heatmaps.sigma
+
+    if not kp_file.is_file():
+        sys.exit(f"{kp_file}: keypoint table not found (run the pose stage first)")
+    table = pd.read_parquet(kp_file)
+    try:
+        kp = table_keypoints(table, h, w)
+    except (KeyError, ValueError) as exc:
+        sys.exit(f"{kp_file}: {exc}")
+
+    t0 = time.perf_counter()
+    write_heatmap_store(
+        out, table["name"].astype(str).tolist(), kp, h, w, sigma,
+        chunk=params.heatmaps.chunk,
+        extra_meta={"keypoints_file": str(kp_file), "keypoints_sha256": _sha256(kp_file)},
+    )
+    dt = time.perf_counter() - t0
+    print(f"heatmaps: {len(table)} images {h}x{w} sigma {sigma} -> {out} "
+          f"({dt:.1f} s, {len(table) / max(dt, 1e-9):.0f} images/s)")
+
+    rows = pick_rows(table["detected"].to_numpy(bool), PREVIEW_COUNT)
+    if len(rows) == 0:
+        rows = pick_rows([True] * len(table), PREVIEW_COUNT)
+    names = table["name"].astype(str).to_numpy()[rows].tolist()
+    manifest = pd.read_parquet(manifest_file) if manifest_file.is_file() else None
+    images, missing = load_images(names, manifest, dataset, h, w)
+    if missing:
+        print(f"heatmaps: preview without photos for {len(missing)} image(s) "
+              f"(not found via {manifest_file} under {dataset}): {missing}")
+    if images:
+        heat = HeatmapStore(out).load(names)
+        write_png(preview, preview_grid(images, kp[rows], heat))
+        print(f"heatmaps: preview of {len(images)} images -> {preview}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Build a throw-away git + DVC copy of this project with tiny params, for end-to-end tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY = ("pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+
+
+def project_env() -> dict[str, str]:
+    """The venv's bin first on PATH, so DVC's `python -m stages.x` is this interpreter."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        YOLO_OFFLINE="1",
+        YOLO_AUTOINSTALL="0",
+        GIT_AUTHOR_NAME="ci",
+        GIT_AUTHOR_EMAIL="ci@example.invalid",
+        GIT_COMMITTER_NAME="ci",
+        GIT_COMMITTER_EMAIL="ci@example.invalid",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.pop("DVC_ROOT", None)
+    env.pop("DVC_EXP_NAME", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\n"
+            f"stderr:\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "dvc"
+    return run([str(exe), *args], cwd, check)
+
+
+def update_params(path: Path, changes: dict[str, Any]) -> None:
+    """Set dotted keys, e.g. {'loss.nn_weight': 0.0}, in a params.yaml."""
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, changes: dict[str, Any]) -> Path:
+    """Copy the project into dest, apply param changes, and commit it in a new git repo."""
+    for rel in COPY:
+        src = ROOT / rel
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, target)
+    update_params(dest / "params.yaml", changes)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "test project"], dest)
+    return dest
+
+
+def stages_run(output: str) -> list[str]:
+    """Names of the stages DVC says it ran, in order."""
+    names = []
+    for line in output.splitlines():
+        if line.startswith("Running stage '"):
+            names.append(line.split("'")[1])
+    return names

@@ -1,0 +1,187 @@
+"""Part geometry: affines (target -> source), masks on the target pose, missing parts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.keypoints import J
+from pipeline.model.geometry import (
+    LIMBS, NUM_PARTS, PART_NAMES, fit_affine, part_geometry,
+)
+from pipeline.model.warp import affine_to_grid_theta, warp_parts
+
+H, W = 128, 64
+# A frontal standing person in a 128 x 64 crop, OpenPose-18 order, (x, y).
+BASE = torch.tensor([
+    [32, 14], [32, 26], [24, 26], [21, 42], [20, 57], [40, 26], [43, 42], [44, 57],
+    [27, 62], [26, 86], [26, 110], [37, 62], [38, 86], [38, 110],
+    [30, 12], [34, 12], [28, 13], [36, 13],
+], dtype=torch.float32)
+
+
+def pose(batch: int = 1) -> torch.Tensor:
+    return BASE.expand(batch, -1, -1).clone()
+
+
+def similarity(angle_deg: float, scale: float, shift: tuple[float, float]) -> torch.Tensor:
+    a = math.radians(angle_deg)
+    return torch.tensor([[scale * math.cos(a), -scale * math.sin(a), shift[0]],
+                         [scale * math.sin(a), scale * math.cos(a), shift[1]]])
+
+
+def apply(affine: torch.Tensor, kp: torch.Tensor) -> torch.Tensor:
+    out = kp @ affine[:, :2].T + affine[:, 2]
+    return torch.where((kp >= 0).all(-1, keepdim=True), out, torch.full_like(out, -1.0))
+
+
+def test_identical_poses_give_identity_affines():
+    geo = part_geometry(pose(2), pose(2), H, W)
+    assert geo.masks.shape == (2, NUM_PARTS, H, W)
+    assert geo.affines.shape == (2, NUM_PARTS, 2, 3)
+    assert geo.valid.all()
+    torch.testing.assert_close(geo.affines, torch.eye(2, 3).expand(2, NUM_PARTS, 2, 3),
+                               atol=1e-4, rtol=0)
+    assert set(geo.masks.unique().tolist()) <= {0.0, 1.0}
+    assert (geo.masks[:, 0] == 1).all()  # torso: the whole image
+
+
+def test_known_similarity_recovered_target_to_source():
+    tgt = pose()
+    affine = similarity(20.0, 1.3, (30.0, -7.0))  # source = affine(target)
+    src = apply(affine, tgt[0])[None]
+    assert (src >= 0).all()  # every joint stays present (no mirrored limbs involved)
+    geo = part_geometry(src, tgt, H, W)
+    assert geo.valid.all()
+    for k, name in enumerate(PART_NAMES):
+        torch.testing.assert_close(geo.affines[0, k], affine, atol=2e-3, rtol=0,
+                                   msg=f"part {name}")
+
+
+def test_global_mode_recovers_affine_and_falls_back_to_identity():
+    tgt = pose()
+    affine = torch.tensor([[0.9, 0.2, 3.0], [-0.1, 1.1, -4.0]])  # a general affine
+    geo = part_geometry(apply(affine, tgt[0])[None], tgt, H, W, mode="global")
+    assert geo.masks.shape == (1, 1, H, W) and (geo.masks == 1).all() and geo.valid.all()
+    torch.testing.assert_close(geo.affines[0, 0], affine, atol=1e-3, rtol=0)
+    few = torch.full_like(tgt, -1.0)
+    few[0, :2] = tgt[0, :2]  # only two joints: no affine can be fitted
+    geo = part_geometry(few, tgt, H, W, mode="global")
+    torch.testing.assert_close(geo.affines[0, 0], torch.eye(2, 3))
+    assert geo.valid.all()
+
+
+def test_limb_masks_cover_their_segment_and_not_far_pixels():
+    geo = part_geometry(pose(), pose(), H, W)
+    for k, (a, b, _) in enumerate(LIMBS, start=2):
+        mask = geo.masks[0, k]
+        pa, pb = BASE[a], BASE[b]
+        t = torch.linspace(0, 1, 25)[:, None]
+        on = (pa + t * (pb - pa)).round().long()
+        assert (mask[on[:, 1], on[:, 0]] == 1).all(), PART_NAMES[k]
+        # The other end of the body is far from every limb of this side.
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        centre = (pa + pb) / 2
+        dist = ((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2).sqrt()
+        length = (pb - pa).norm()
+        assert dist.max() <= 1.6 * length + 0.2 * 40 + 2, PART_NAMES[k]
+        assert mask.sum() < 0.25 * H * W
+    head = geo.masks[0, 1]
+    assert head[13, 32] == 1 and head[100, 32] == 0
+
+
+def test_limb_mask_extends_further_beyond_shin_than_thigh():
+    geo = part_geometry(pose(), pose(), H, W)
+    r_thigh, r_shin = geo.masks[0, 2], geo.masks[0, 4]
+    thigh_rows = torch.nonzero(r_thigh.any(1)).flatten()
+    shin_rows = torch.nonzero(r_shin.any(1)).flatten()
+    # thigh 62 -> 86 (length 24): up to ~86 + 2.4; shin 86 -> 110: up to 110 + 12.
+    assert 87 <= thigh_rows.max() <= 90
+    assert 120 <= shin_rows.max() <= 123
+    assert 59 <= thigh_rows.min() <= 61  # 10% behind the hip
+
+
+def test_missing_target_joint_gives_empty_mask_invalid_and_zero_warp():
+    tgt = pose()
+    tgt[0, J["r_wrist"]] = -1
+    geo = part_geometry(pose(), tgt, H, W)
+    k = PART_NAMES.index("r_forearm")
+    assert not geo.valid[0, k]
+    assert geo.masks[0, k].sum() == 0
+    assert geo.valid[0, [i for i in range(NUM_PARTS) if i != k]].all()
+    feat = torch.randn(1, 4, H, W) + 5.0
+    only = torch.zeros(1, NUM_PARTS, dtype=torch.bool)
+    only[0, k] = True
+    theta = affine_to_grid_theta(geo.affines, H, W)
+    out = warp_parts(feat, theta, geo.masks, geo.valid & only, "max")
+    assert (out == 0).all()
+
+
+def test_missing_source_limb_borrows_mirrored_limb():
+    tgt, src = pose(), pose()
+    src[0, J["r_knee"]] = -1  # right thigh and shin missing in the source
+    geo = part_geometry(src, tgt, H, W)
+    assert geo.valid.all()
+    for part, (a, b), (ma, mb) in (("r_thigh", ("r_hip", "r_knee"), ("l_hip", "l_knee")),
+                                   ("r_shin", ("r_knee", "r_ankle"), ("l_knee", "l_ankle"))):
+        affine = geo.affines[0, PART_NAMES.index(part)]
+        mapped = apply(affine, tgt[0, [J[a], J[b]]])
+        torch.testing.assert_close(mapped, src[0, [J[ma], J[mb]]], atol=1e-3, rtol=0)
+    src[0, J["l_knee"]] = -1  # no twin either: the thigh is missing
+    geo = part_geometry(src, tgt, H, W)
+    assert not geo.valid[0, PART_NAMES.index("r_thigh")]
+    assert geo.masks[0, PART_NAMES.index("r_thigh")].sum() == 0
+
+
+def test_singular_fit_is_missing():
+    tgt, src = pose(), pose()
+    # Collinear source torso points: the torso fit is singular.
+    src[0, [J["r_hip"], J["l_hip"], J["l_shoulder"], J["r_shoulder"]]] = torch.tensor(
+        [[30.0, 60.0], [31.0, 70.0], [32.0, 80.0], [33.0, 90.0]])
+    geo = part_geometry(src, tgt, H, W)
+    assert not geo.valid[0, 0] and geo.masks[0, 0].sum() == 0
+    torch.testing.assert_close(geo.affines[0, 0], torch.eye(2, 3))
+    assert torch.isfinite(geo.affines).all()
+
+
+def test_head_missing_in_target():
+    tgt = pose()
+    tgt[0, [J["nose"], J["r_eye"], J["l_eye"], J["r_ear"], J["l_ear"]]] = -1
+    geo = part_geometry(pose(), tgt, H, W)
+    assert not geo.valid[0, 1] and geo.masks[0, 1].sum() == 0
+
+
+def test_batched_equals_per_sample():
+    gen = torch.Generator().manual_seed(0)
+    batch = 6
+    tgt = pose(batch) + torch.randn(batch, 18, 2, generator=gen) * 2
+    src = pose(batch) @ similarity(10.0, 0.9, (0, 0))[:, :2].T + torch.randn(
+        batch, 18, 2, generator=gen) * 2 + 3
+    drop_t = torch.rand(batch, 18, generator=gen) < 0.15
+    drop_s = torch.rand(batch, 18, generator=gen) < 0.15
+    tgt[drop_t], src[drop_s] = -1.0, -1.0
+    whole = part_geometry(src, tgt, H, W)
+    assert not whole.valid.all() and whole.valid.any()  # the drops hit some parts
+    for i in range(batch):
+        one = part_geometry(src[i:i + 1], tgt[i:i + 1], H, W)
+        torch.testing.assert_close(whole.affines[i:i + 1], one.affines, atol=1e-4, rtol=1e-4)
+        assert torch.equal(whole.valid[i:i + 1], one.valid)
+        assert torch.equal(whole.masks[i:i + 1], one.masks)
+
+
+def test_fit_affine_weights_drop_points():
+    tgt = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [50.0, 50.0]])
+    affine = similarity(0.0, 2.0, (1.0, 1.0))
+    src = apply(affine, tgt)
+    src[3] = torch.tensor([-500.0, 900.0])  # an outlier, weighted out
+    fitted, ok = fit_affine(tgt, src, torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    assert ok
+    torch.testing.assert_close(fitted, affine, atol=1e-4, rtol=0)
+
+
+def test_bad_input_shapes_and_mode():
+    with pytest.raises(ValueError, match="keypoints"):
+        part_geometry(torch.zeros(1, 17, 2), torch.zeros(1, 17, 2), H, W)
+    with pytest.raises(ValueError, match="mode"):
+        part_geometry(pose(), pose(), H, W, mode="none")

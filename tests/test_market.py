@@ -1,0 +1,144 @@
+"""Market-1501 naming and layout checks; also home of the tiny Market-like tree/zip builders
+that test_extract, test_manifest and test_download import."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_path
+from pipeline import market
+
+TOP = "Market-1501-v15.09.15"
+# split folder -> (file name, (width, height)); includes a junk (-1) and a distractor (0000).
+FILES: dict[str, list[tuple[str, tuple[int, int]]]] = {
+    "bounding_box_train": [
+        ("0002_c1s1_000451_03.jpg", (16, 32)),
+        ("0002_c2s1_000301_01.jpg", (16, 32)),
+        ("0007_c3s3_012345_02.jpg", (12, 24)),
+    ],
+    "bounding_box_test": [
+        ("-1_c1s1_000401_03.jpg", (16, 32)),
+        ("0000_c5s1_000102_01.jpg", (8, 16)),
+        ("0011_c6s4_002502_01.jpg", (16, 32)),
+    ],
+    "query": [("0011_c1s1_002301_00.jpg", (16, 32))],
+}
+
+
+def jpeg_bytes(size: tuple[int, int], seed: int = 0) -> bytes:
+    """A real (tiny, noisy) JPEG of `size` = (width, height)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def market_entries(top: str = TOP) -> dict[str, bytes]:
+    """Archive member name -> bytes for the tiny Market-like set (plus a Thumbs.db)."""
+    prefix = f"{top}/" if top else ""
+    out = {
+        f"{prefix}{folder}/{name}": jpeg_bytes(size, i)
+        for folder, files in FILES.items()
+        for i, (name, size) in enumerate(files)
+    }
+    out[f"{prefix}bounding_box_test/Thumbs.db"] = b"\x00litter"
+    return out
+
+
+def write_market_tree(root: Path) -> Path:
+    """Write the tiny set as a folder (split folders directly under `root`)."""
+    for name, data in market_entries(top="").items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def make_market_zip(path: Path, top: str = TOP, extra: dict[str, bytes] | None = None) -> Path:
+    """Write the tiny set as a zip (under `top`/ unless top is ''), plus `extra` members."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in {**market_entries(top), **(extra or {})}.items():
+            zf.writestr(name, data)
+    return path
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def test_parse_name_on_real_market_sample():
+    folder = shared_path("data/market1501-sample")
+    names = sorted(p.name for p in folder.glob("*.jpg"))
+    assert len(names) == 20
+    for name in names:
+        pid, cam = market.parse_name(name)
+        assert pid == int(name[:4]) and pid > 0
+        assert cam == int(name[6]) and 1 <= cam <= 6
+        m = market.NAME_RE.match(name)
+        seq, frame, idx = int(m.group(3)), int(m.group(4)), int(m.group(5))
+        assert market.format_name(pid, cam, frame, idx, seq) == name
+
+
+def test_junk_and_distractor_ids():
+    assert market.parse_name("-1_c1s1_000401_03.jpg") == (market.JUNK_ID, 1)
+    assert market.parse_name("0000_c5s1_000102_01.jpg") == (market.DISTRACTOR_ID, 5)
+    assert market.format_name(-1, 1, 401, 3) == "-1_c1s1_000401_03.jpg"
+
+
+@pytest.mark.parametrize("name", ["2_c1s1_000451_03.jpg", "0002_c1s1_000451_03.png",
+                                  "0002_c1_000451_03.jpg", "Thumbs.db", "0002_c1s1_000451_03.JPG"])
+def test_parse_name_rejects_non_market(name):
+    assert not market.is_market_name(name)
+    with pytest.raises(ValueError, match="not a Market-1501 file name"):
+        market.parse_name(name)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_find_root_at_top_or_under_single_folder(tmp_path):
+    flat = write_market_tree(tmp_path / "flat")
+    assert market.find_root(flat) == flat
+    nested = tmp_path / "nested"
+    write_market_tree(nested / TOP)
+    (nested / "__MACOSX").mkdir()  # litter beside the top folder does not count
+    assert market.find_root(nested) == nested / TOP
+
+
+def test_find_root_rejects_two_top_folders(tmp_path):
+    write_market_tree(tmp_path / "a")
+    write_market_tree(tmp_path / "b")
+    with pytest.raises(market.DatasetError, match="no Market-1501 layout"):
+        market.find_root(tmp_path)
+
+
+def test_check_layout_counts_and_ignores_litter(tmp_path):
+    root = write_market_tree(tmp_path)
+    assert (root / "bounding_box_test" / "Thumbs.db").exists()
+    assert market.check_layout(root) == {"train": 3, "test": 3, "query": 1}
+    assert "Thumbs.db" not in market.list_images(root)["test"]
+
+
+def test_check_layout_names_misnamed_file(tmp_path):
+    root = write_market_tree(tmp_path)
+    (root / "query" / "holiday.jpg").write_bytes(jpeg_bytes((8, 8)))
+    with pytest.raises(market.DatasetError, match=r"query.*holiday\.jpg"):
+        market.check_layout(root)
+
+
+def test_check_layout_missing_split_or_empty_train(tmp_path):
+    root = write_market_tree(tmp_path / "a")
+    for p in (root / "query").iterdir():
+        p.unlink()
+    (root / "query").rmdir()
+    with pytest.raises(market.DatasetError, match="missing split folder query"):
+        market.check_layout(root)
+    empty = tmp_path / "b"
+    for sub in market.SPLIT_DIRS.values():
+        (empty / sub).mkdir(parents=True)
+    with pytest.raises(market.DatasetError, match="no training images"):
+        market.check_layout(empty)

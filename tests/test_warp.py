@@ -1,0 +1,142 @@
+"""Warping features part by part: pixel semantics, pyramid levels, aggregation, offsets."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.model.warp import (
+    affine_to_grid_theta, resize_masks, sampling_grid, warp_parts,
+)
+
+H, W = 32, 16
+
+
+def translation(dx: float, dy: float, batch: int = 1, parts: int = 1) -> torch.Tensor:
+    """Target -> source pixel affine: the target pixel (x, y) takes source (x + dx, y + dy)."""
+    return torch.tensor([[1.0, 0.0, dx], [0.0, 1.0, dy]]).expand(batch, parts, 2, 3)
+
+
+def whole(batch: int = 1, parts: int = 1):
+    return torch.ones(batch, parts, H, W), torch.ones(batch, parts, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_integer_shift_moves_features_at_two_resolutions(scale):
+    gen = torch.Generator().manual_seed(0)
+    h, w = H // scale, W // scale
+    feat = torch.randn(2, 3, h, w, generator=gen)
+    theta = affine_to_grid_theta(translation(4.0, 6.0, batch=2), H, W)  # full-res pixels
+    masks, valid = whole(2)
+    out = warp_parts(feat, theta, masks, valid, "max")
+    dx, dy = 4 // scale, 6 // scale  # the same physical shift at the coarser level
+    torch.testing.assert_close(out[..., : h - dy, : w - dx], feat[..., dy:, dx:],
+                               atol=1e-5, rtol=0)
+    assert (out[..., h - dy:, :] == 0).all()  # sampled outside the source: zeros padding
+
+
+def test_sampling_grid_matches_affine_grid():
+    gen = torch.Generator().manual_seed(1)
+    theta = torch.randn(2, 3, 2, 3, generator=gen)
+    offset = torch.randn(2, 2, 8, 4, generator=gen) * 0.1
+    ref = F.affine_grid(theta.flatten(0, 1), [6, 1, 8, 4], align_corners=False).view(2, 3, 8, 4, 2)
+    torch.testing.assert_close(sampling_grid(theta, 8, 4), ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(sampling_grid(theta, 8, 4, offset),
+                               ref + offset.permute(0, 2, 3, 1)[:, None], atol=1e-6, rtol=0)
+
+
+def test_identity_affine_is_identity_theta():
+    theta = affine_to_grid_theta(translation(0.0, 0.0, 2, 3), H, W)
+    torch.testing.assert_close(theta, torch.eye(2, 3).expand(2, 3, 2, 3))
+
+
+def test_offset_in_normalised_units_shifts_like_the_affine():
+    feat = torch.randn(1, 2, H, W, generator=torch.Generator().manual_seed(2))
+    masks, valid = whole()
+    identity = affine_to_grid_theta(translation(0.0, 0.0), H, W)
+    offset = torch.zeros(1, 2, H, W)
+    offset[:, 0] = 2 * 3 / W  # three pixels to the right, in normalised units
+    by_offset = warp_parts(feat, identity, masks, valid, "max", offset)
+    by_affine = warp_parts(feat, affine_to_grid_theta(translation(3.0, 0.0), H, W),
+                           masks, valid, "max")
+    torch.testing.assert_close(by_offset, by_affine, atol=1e-5, rtol=0)
+
+
+def test_max_and_avg_combine_covering_parts_only():
+    feat = -torch.ones(1, 1, H, W)  # negative features must survive the max
+    feat[..., :, W // 2:] = -3.0
+    theta = affine_to_grid_theta(translation(0.0, 0.0, 1, 2), H, W)
+    masks = torch.zeros(1, 2, H, W)
+    masks[0, 0, : H // 2] = 1  # top half
+    masks[0, 1, H // 4: 3 * H // 4] = 1  # middle, overlapping the top half
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    out_max = warp_parts(feat, theta, masks, valid, "max")[0, 0]
+    out_avg = warp_parts(feat, theta, masks, valid, "avg")[0, 0]
+    covered = masks.amax(1)[0] > 0
+    torch.testing.assert_close(out_max[covered], feat[0, 0][covered])
+    torch.testing.assert_close(out_avg[covered], feat[0, 0][covered])
+    assert (out_max[~covered] == 0).all() and (out_avg[~covered] == 0).all()
+
+    # Two parts sampling different places: max picks the larger, avg their mean.
+    theta2 = affine_to_grid_theta(torch.stack([translation(0.0, 0.0)[0, 0],
+                                               translation(W / 2, 0.0)[0, 0]])[None], H, W)
+    ramp = torch.arange(W, dtype=torch.float32).expand(1, 1, H, W).contiguous()
+    both = torch.ones(1, 2, H, W)
+    m = warp_parts(ramp, theta2, both, valid, "max")[0, 0, :, : W // 2]
+    a = warp_parts(ramp, theta2, both, valid, "avg")[0, 0, :, : W // 2]
+    torch.testing.assert_close(m, ramp[0, 0, :, W // 2:])
+    torch.testing.assert_close(a, ramp[0, 0, :, : W // 2] + W / 4)
+
+
+def test_invalid_part_samples_nothing():
+    feat = torch.rand(1, 2, H, W) + 1
+    theta = affine_to_grid_theta(translation(0.0, 0.0, 1, 2), H, W)
+    masks = torch.ones(1, 2, H, W)
+    out = warp_parts(feat, theta, masks, torch.tensor([[False, False]]), "max")
+    assert (out == 0).all()
+    out = warp_parts(feat, theta, masks, torch.tensor([[True, False]]), "avg")
+    torch.testing.assert_close(out, feat)
+
+
+def test_resize_masks_area_threshold_is_unbiased():
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[..., 2:6, 2:6] = 1
+    small = resize_masks(masks, 4, 4)
+    expected = torch.zeros(1, 1, 4, 4)
+    expected[..., 1:3, 1:3] = 1
+    assert torch.equal(small, expected)
+    masks[..., 2:6, 3:6] = 0  # a one-pixel-wide column covers half of a coarse pixel
+    assert resize_masks(masks, 4, 4)[0, 0, 1:3, 1].eq(1).all()
+
+
+def test_gradients_reach_features_and_offset():
+    feat = torch.randn(1, 3, H, W, requires_grad=True)
+    offset = torch.zeros(1, 2, H, W, requires_grad=True)
+    masks, valid = whole()
+    theta = affine_to_grid_theta(translation(1.5, -0.5), H, W)
+    warp_parts(feat, theta, masks, valid, "max", offset).square().sum().backward()
+    assert feat.grad.abs().sum() > 0 and offset.grad.abs().sum() > 0
+
+
+def test_channels_last_and_autocast():
+    feat = torch.randn(2, 4, H, W)
+    theta = affine_to_grid_theta(translation(2.0, 1.0, 2, 3), H, W)
+    masks = (torch.rand(2, 3, H, W) > 0.5).float()
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    ref = warp_parts(feat, theta, masks, valid, "max")
+    cl = warp_parts(feat.to(memory_format=torch.channels_last), theta, masks, valid, "max")
+    torch.testing.assert_close(cl, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = warp_parts(feat.bfloat16(), theta, masks, valid, "avg")
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), warp_parts(feat, theta, masks, valid, "avg"),
+                               atol=0.05, rtol=0.02)
+
+
+def test_bad_arguments():
+    masks, valid = whole()
+    theta = affine_to_grid_theta(translation(0.0, 0.0), H, W)
+    with pytest.raises(ValueError, match="agg"):
+        warp_parts(torch.zeros(1, 1, H, W), theta, masks, valid, "sum")
+    with pytest.raises(ValueError, match="shapes"):
+        warp_parts(torch.zeros(2, 1, H, W), theta, masks, valid, "max")
