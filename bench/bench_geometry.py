@@ -1,6 +1,6 @@
 """Benchmark the part geometry and its share of a generator training step.
 
-    python -m bench.bench_geometry [--batch 8] [--repeats 20] [--skip-generator]
+    python -m bench.bench_geometry [--batch 8] [--repeats 20] [--threads N] [--skip-generator]
 
 Prints:
 1. part_geometry + affine_to_grid_theta per batch (B x 128 x 64) in batched torch, against a
@@ -169,7 +169,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-generator", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0 = torch default); 1 gives stable "
+                             "figures on a machine shared with other jobs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     src, tgt, origin = pose_pairs(args.batch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, "

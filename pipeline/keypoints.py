@@ -95,7 +95,9 @@ def make_table(
 ) -> pd.DataFrame:
     """Build a keypoint table from arrays. keypoints: [N, 18, 3] (x, y, c) or [N, 18, 2]."""
     names = list(names)
-    kp = np.asarray(keypoints, dtype=np.float32).reshape(len(names), NUM_JOINTS, -1)
+    kp = np.asarray(keypoints, dtype=np.float32)
+    # An empty table has nothing to infer the last axis from: keep the given one.
+    kp = kp.reshape(len(names), NUM_JOINTS, kp.shape[-1] if kp.size == 0 else -1)
     if kp.shape[-1] == 2:
         conf = present(kp).astype(np.float32)
         kp = np.concatenate([kp, conf[..., None]], axis=-1)
@@ -131,8 +133,7 @@ def scale_keypoints(kp: np.ndarray, src_wh: np.ndarray, dst_hw: tuple[int, int])
     kp = np.asarray(kp, dtype=np.float32)[..., :2]
     src = np.asarray(src_wh, dtype=np.float32).reshape(-1, 1, 2)
     scale = np.array([dst_hw[1], dst_hw[0]], dtype=np.float32) / np.maximum(src, 1)
-    # Pixel centres map onto pixel centres: (x + 0.5) * scale - 0.5; identity when sizes match.
-    out = (kp + 0.5) * scale - 0.5
+    out = kp * scale
     out[~present(kp)] = -1.0
     return out
 

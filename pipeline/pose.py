@@ -46,7 +46,7 @@ METADATA_KEY = b"pose"  # Parquet key-value metadata entry holding the JSON prov
 # --------------------------------------------------------------------------- decoding
 
 
-def _tail_is_complete(data: bytes) -> str | None:
+def _truncation(data: bytes) -> str | None:
     """Reason a JPEG/PNG byte string is truncated, or None when its end marker is there.
 
     cv2.imdecode happily returns a half-grey image for a truncated JPEG (libjpeg only
@@ -71,23 +71,13 @@ def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
         return None, f"{path}: cannot read ({exc.strerror or exc})"
     if not data:
         return None, f"{path}: empty file"
-    problem = _tail_is_complete(data)
+    problem = _truncation(data)
     if problem:
         return None, f"{path}: {problem}"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None, f"{path}: not a decodable image"
     return image, None
-
-
-def decode_images(
-    paths: Sequence[str | Path], workers: int = 4
-) -> list[tuple[np.ndarray | None, str | None]]:
-    """decode_image over many files; cv2 releases the GIL, so threads overlap decoding."""
-    if len(paths) <= 1 or workers <= 1:
-        return [decode_image(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(decode_image, paths))
 
 
 # --------------------------------------------------------------------------- model
@@ -342,7 +332,8 @@ def scan_folder(images: str | Path) -> pd.DataFrame:
             pid, cam = parse_name(p.name)
         except ValueError:
             pid, cam = -1, 0
-        rows.append((p.name, p.relative_to(root).as_posix(), pid, cam, split_of.get(p.parent.name, ""), 0, 0))
+        split = split_of.get(p.parent.name, "")
+        rows.append((p.name, p.relative_to(root).as_posix(), pid, cam, split, 0, 0))
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(
         {"person_id": np.int64, "camera": np.int64, "width": np.int32, "height": np.int32}
     )
@@ -405,4 +396,5 @@ def pck(pred: np.ndarray, ref: np.ndarray, alpha: float) -> tuple[float, int]:
     count = int(both.sum())
     if count == 0:
         return float("nan"), 0
-    return float((dist[both] <= alpha * np.broadcast_to(s[:, None], dist.shape)[both]).mean()), count
+    hit = dist <= alpha * s[:, None]
+    return float(hit[both].mean()), count

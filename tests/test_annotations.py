@@ -14,7 +14,7 @@ from pipeline.annotations import (
     market_person_ids,
     read_annotations,
 )
-from pipeline.keypoints import CSV_HEADER, J, keypoints_array
+from pipeline.keypoints import CSV_HEADER, J, keypoints_array, read_annotation_csv
 
 ANN = "data/market1501-annotations/market-annotation-{}.csv"
 
@@ -61,7 +61,9 @@ def test_join_with_manifest(tmp_path: Path):
     table = read_annotations([tiny_csv(tmp_path)])
     manifest = pd.DataFrame(
         {
-            "name": ["0007_c2s1_000001_01.jpg", "0009_c1s1_000001_01.jpg", "0002_c1s1_000451_03.jpg"],
+            "name": [
+                "0007_c2s1_000001_01.jpg", "0009_c1s1_000001_01.jpg", "0002_c1s1_000451_03.jpg"
+            ],
             "path": ["a", "b", "c"],
             "person_id": [7, 9, 2],
             "camera": [2, 1, 1],
@@ -101,10 +103,15 @@ def test_export_round_trip_and_rescale(tmp_path: Path):
     out = tmp_path / "out" / "copy.csv"
     export_csv(table, out)
     assert out.read_bytes() == src.read_bytes()
+    # Rows of 128x256 images exported at the canonical 128x64: coordinates halved.
     big = table.assign(width=128, height=256)
     export_csv(big, tmp_path / "half.csv", image_hw=(128, 64))
-    row = (tmp_path / "half.csv").read_text().splitlines()[1]
-    assert row.startswith("0002_c1s1_000451_03.jpg: [5, 6, 6, 6, 7, 8")
+    _, half = read_annotation_csv(tmp_path / "half.csv")
+    kp = keypoints_array(table)[..., :2]
+    ok = kp >= 0
+    assert (half[ok] == np.rint(half[ok])).all()
+    np.testing.assert_allclose(half[ok], kp[ok] / 2, atol=1.0)
+    assert (half[~ok] == -1).all()
 
 
 def test_malformed_file_names_file_and_line(tmp_path: Path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from pipeline.checkpoint import load_generator, safe_load
@@ -37,15 +38,9 @@ def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path: Pat
     state = safe_load(ckpt_dir / "last.pt")
     assert state["step"] == 3 and state["sampler"]["world_size"] == 2
     assert len(state["rng"]) == 2  # every rank's RNG, for an exact DDP resume
-    assert not torch_equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # own dropout streams
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # own dropout streams
     assert not any(k.startswith("module.") for k in state["G"])  # saved unwrapped
     metrics = json.loads(Path(paths.train_metrics).read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 3
     G, meta = load_generator(Path(paths.models) / "generator.pt")
     assert meta["step"] == 3
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))

@@ -19,6 +19,16 @@ POSE = torch.tensor([
 ], dtype=torch.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
+    worker threads make the tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def inputs(batch: int, height: int, width: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     scale = torch.tensor([width / 64, height / 128])
@@ -114,8 +124,26 @@ def test_paper_widths_parameter_count_and_dropout_blocks():
     assert drops == [True, True, True, False, False]
 
 
+def test_channels_last_and_cpu_autocast():
+    torch.manual_seed(0)
+    gen = Generator(tiny(), 128, 64).eval()
+    batch = inputs(1, 128, 64)
+    with torch.no_grad():
+        ref = gen(*batch).image
+        gen_cl = gen.to(memory_format=torch.channels_last)
+        images = [t.to(memory_format=torch.channels_last) for t in batch[:3]]
+        torch.testing.assert_close(gen_cl(*images, *batch[3:]).image, ref, atol=1e-4, rtol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = gen(*batch)
+    assert low.image.shape == ref.shape and torch.isfinite(low.image).all()
+    assert (low.image.float() - ref).abs().mean() < 0.05
+
+
 def test_bad_configuration_errors():
     with pytest.raises(ValueError, match="divisible"):
         Generator(TINY, 100, 64)
     with pytest.raises(ValueError, match="decoder_widths"):
         Generator(tiny(decoder_widths=(8, 8)), 128, 64)
+    xa, ha, hb, kpa, kpb = inputs(1, 128, 64)
+    with pytest.raises(ValueError, match="kpb"):
+        Generator(TINY, 128, 64)(xa, ha, hb, kpa, kpb[:, :17])

@@ -21,6 +21,16 @@ BASE = torch.tensor([
 ], dtype=torch.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
+    worker threads make the tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pose(batch: int = 1) -> torch.Tensor:
     return BASE.expand(batch, -1, -1).clone()
 
@@ -180,8 +190,47 @@ def test_fit_affine_weights_drop_points():
     torch.testing.assert_close(fitted, affine, atol=1e-4, rtol=0)
 
 
+def test_float32_inside_autocast():
+    tgt = pose(3)
+    src = apply(similarity(15.0, 1.2, (30.0, -5.0)), tgt[0]).expand(3, -1, -1)
+    ref = part_geometry(src, tgt, H, W)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = part_geometry(src, tgt, H, W)
+        theta = affine_to_grid_theta(low.affines, H, W)
+    assert low.affines.dtype == theta.dtype == torch.float32
+    torch.testing.assert_close(low.affines, ref.affines)
+    torch.testing.assert_close(theta, affine_to_grid_theta(ref.affines, H, W))
+    assert torch.equal(low.masks, ref.masks)
+
+
 def test_bad_input_shapes_and_mode():
     with pytest.raises(ValueError, match="keypoints"):
         part_geometry(torch.zeros(1, 17, 2), torch.zeros(1, 17, 2), H, W)
     with pytest.raises(ValueError, match="mode"):
         part_geometry(pose(), pose(), H, W, mode="none")
+
+
+def test_real_test_pairs_limb_affines_map_joint_to_joint(shared):
+    """On real Market-1501 pairs a limb affine maps the target rectangle onto the source one
+    exactly, so it sends the target's limb joints onto the source's."""
+    from pipeline.keypoints import read_annotation_csv
+
+    names, kp = read_annotation_csv(shared("data/market1501-annotations/market-annotation-test.csv"))
+    pairs = shared("data/market1501-annotations/market-pairs-test.csv").read_text().splitlines()
+    index = {n: i for i, n in enumerate(names)}
+    rows = [line.split(",") for line in pairs[1:65]]
+    src = torch.from_numpy(kp[[index[a] for a, _ in rows]])
+    tgt = torch.from_numpy(kp[[index[b] for _, b in rows]])
+    geo = part_geometry(src, tgt, H, W)
+    assert torch.isfinite(geo.affines).all()
+    assert geo.valid[:, 0].float().mean() > 0.9  # usable images have shoulders and hips
+    assert (geo.masks.flatten(2).amax(-1) == geo.valid.float()).all()  # valid <=> non-empty
+    checked = 0
+    for k, (a, b, _) in enumerate(LIMBS, start=2):
+        own = geo.valid[:, k] & (src[:, [a, b]] >= 0).all(-1).all(-1)
+        for joint in (a, b):
+            mapped = (geo.affines[own, k, :, :2] @ tgt[own, joint, :, None]).squeeze(-1) \
+                + geo.affines[own, k, :, 2]
+            torch.testing.assert_close(mapped, src[own, joint], atol=1e-2, rtol=0)
+        checked += int(own.sum())
+    assert checked > 200

@@ -73,14 +73,18 @@ def test_table_round_trip_and_scaling():
     assert arr.shape == (2, 18, 3)
     assert arr[0, J["nose"]].tolist() == [32, 10, 1] and arr[0, J["neck"]].tolist() == [-1, -1, 0]
     assert table["detected"].tolist() == [True, True]
-    half = scale_keypoints(arr, table[["width", "height"]].to_numpy(), (64, 32))
-    assert half[0, J["nose"]].tolist() == [16, 5] and half[0, J["neck"]].tolist() == [-1, -1]
+    wh = table[["width", "height"]].to_numpy()
+    np.testing.assert_allclose(scale_keypoints(arr, wh, (128, 64)), arr[..., :2])  # same size
+    half = scale_keypoints(arr, wh, (64, 32))
+    assert half[0, J["nose"]].tolist() == pytest.approx([16, 5], abs=0.5)
+    assert half[0, J["neck"]].tolist() == [-1, -1]
 
 
 def test_csv_parse_and_format(tmp_path: Path):
     text = (
         f"{CSV_HEADER}\n"
-        "0001_c1s1_000001_00.jpg: [8, 23, -1, 43, 60, 23, 43, 60, 64, 92, 118, 65, 89, 108, 5, 6, 7, 8]"
+        "0001_c1s1_000001_00.jpg: "
+        "[8, 23, -1, 43, 60, 23, 43, 60, 64, 92, 118, 65, 89, 108, 5, 6, 7, 8]"
         ": [39, 37, -1, 12, 8, 53, 59, 53, 22, 24, 24, 43, 43, 45, 36, 42, 31, 0]\n"
     )
     path = tmp_path / "a.csv"
@@ -115,3 +119,9 @@ def test_csv_bad_header(tmp_path: Path):
     path.write_text("name,x,y\n")
     with pytest.raises(ValueError, match="h.csv: expected header"):
         read_annotation_csv(path)
+
+
+def test_empty_table_keeps_columns():
+    table = make_table([], np.zeros((0, 18, 3)))
+    assert len(table) == 0 and list(table.columns[-54:]) == list(KP_COLUMNS)
+    assert keypoints_array(table).shape == (0, 18, 3)

@@ -12,6 +12,16 @@ from pipeline.model.warp import (
 H, W = 32, 16
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
+    worker threads make the tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def translation(dx: float, dy: float, batch: int = 1, parts: int = 1) -> torch.Tensor:
     """Target -> source pixel affine: the target pixel (x, y) takes source (x + dx, y + dy)."""
     return torch.tensor([[1.0, 0.0, dx], [0.0, 1.0, dy]]).expand(batch, parts, 2, 3)

@@ -93,6 +93,14 @@ class Generator(nn.Module):
     def forward(self, xa: Tensor, ha: Tensor, hb: Tensor, kpa: Tensor, kpb: Tensor
                 ) -> GeneratorOutput:
         height, width = xa.shape[-2:]
+        b = xa.shape[0]
+        expected = {"xa": (b, 3, height, width), "ha": (b, NUM_JOINTS, height, width),
+                    "hb": (b, NUM_JOINTS, height, width), "kpa": (b, NUM_JOINTS, 2),
+                    "kpb": (b, NUM_JOINTS, 2)}
+        for name, tensor in zip(expected, (xa, ha, hb, kpa, kpb)):
+            if tuple(tensor.shape) != expected[name]:
+                raise ValueError(f"Generator.forward: {name} has shape {tuple(tensor.shape)}, "
+                                 f"expected {expected[name]}")
         app = self.appearance(torch.cat([xa, ha], 1))
         pose = self.pose(hb)
         setup = self._warp_setup(kpa, kpb, height, width)

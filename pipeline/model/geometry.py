@@ -25,6 +25,7 @@ column j has x = j, y = i), OpenPose-18 order (pipeline.keypoints.JOINTS), -1 wh
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -65,6 +66,24 @@ class PartGeometry(NamedTuple):
     valid: Tensor    # [B, K] bool
 
 
+@functools.lru_cache(maxsize=None)
+def _constants(device: torch.device) -> dict[str, Tensor]:
+    """Index and constant tensors, built once per device: creating them from Python lists
+    on every call would be a host-to-device copy, which synchronises a CUDA stream."""
+    values = {
+        "sides": [[J["r_hip"], J["r_shoulder"]], [J["l_hip"], J["l_shoulder"]]],
+        "limb_a": [limb[0] for limb in LIMBS],
+        "limb_b": [limb[1] for limb in LIMBS],
+        "mirror": list(LIMB_MIRROR),
+        "torso": list(TORSO_JOINTS),
+        "head": list(HEAD_JOINTS + SHOULDERS),
+    }
+    out = {k: torch.tensor(v, dtype=torch.long).to(device) for k, v in values.items()}
+    out["limb_ext"] = torch.tensor([limb[2] for limb in LIMBS]).to(device)
+    out["x_axis"] = torch.tensor([1.0, 0.0]).to(device)
+    return out
+
+
 def joints_present(kp: Tensor) -> Tensor:
     """[B, 18, 2] -> bool [B, 18]: joints whose coordinates are not -1."""
     return (kp[..., 0] >= 0) & (kp[..., 1] >= 0)
@@ -75,8 +94,7 @@ def body_scale(kp: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
 
     With one hip-shoulder side missing the other side alone gives s; with both missing s is
     undefined (and the parts sized by it are missing)."""
-    sides = torch.tensor([[J["r_hip"], J["r_shoulder"]], [J["l_hip"], J["l_shoulder"]]],
-                         device=kp.device)
+    sides = _constants(kp.device)["sides"]
     d2 = (kp[:, sides[:, 0]] - kp[:, sides[:, 1]]).square().sum(-1)  # [B, 2]
     ok = present[:, sides[:, 0]] & present[:, sides[:, 1]]  # [B, 2]
     n = ok.sum(-1)
@@ -130,13 +148,12 @@ def _limb_frames(kp: Tensor, present: Tensor, s: Tensor, s_ok: Tensor, borrow_mi
     Returns centre [B, 8, 2], unit axis [B, 8, 2], half length [B, 8], half width [B, 8],
     corners [B, 8, 4, 2] and ok [B, 8]. With borrow_mirror, a limb whose joints are missing
     uses its L<->R twin's joints (the source-pose rule)."""
-    a_idx = torch.tensor([l[0] for l in LIMBS], device=kp.device)
-    b_idx = torch.tensor([l[1] for l in LIMBS], device=kp.device)
-    ext = torch.tensor([l[2] for l in LIMBS], dtype=kp.dtype, device=kp.device)
+    const = _constants(kp.device)
+    a_idx, b_idx, ext = const["limb_a"], const["limb_b"], const["limb_ext"]
     a, b = kp[:, a_idx], kp[:, b_idx]  # [B, 8, 2]
     ok = present[:, a_idx] & present[:, b_idx]
     if borrow_mirror:
-        mirror = torch.tensor(LIMB_MIRROR, device=kp.device)
+        mirror = const["mirror"]
         use_twin = ~ok & ok[:, mirror]
         a = torch.where(use_twin[..., None], a[:, mirror], a)
         b = torch.where(use_twin[..., None], b[:, mirror], b)
@@ -186,7 +203,13 @@ def part_geometry(kp_src: Tensor, kp_tgt: Tensor, height: int, width: int,
     if kp_src.shape != kp_tgt.shape or kp_src.ndim != 3 or kp_src.shape[1:] != (NUM_JOINTS, 2):
         raise ValueError(f"part_geometry: expected keypoints [B, {NUM_JOINTS}, 2] for both poses, "
                          f"got {tuple(kp_src.shape)} and {tuple(kp_tgt.shape)}")
-    src, tgt = kp_src.float(), kp_tgt.float()
+    # float32 even inside a mixed-precision step: half-precision matmuls would cost pixels.
+    with torch.autocast(kp_src.device.type, enabled=False):
+        return _part_geometry(kp_src.float(), kp_tgt.float(), height, width, mode, min_ratio)
+
+
+def _part_geometry(src: Tensor, tgt: Tensor, height: int, width: int, mode: str,
+                   min_ratio: float) -> PartGeometry:
     p_src, p_tgt = joints_present(src), joints_present(tgt)
     both = p_src & p_tgt
     batch = src.shape[0]
@@ -203,11 +226,12 @@ def part_geometry(kp_src: Tensor, kp_tgt: Tensor, height: int, width: int,
     n_pts = len(HEAD_JOINTS) + len(SHOULDERS)  # the largest point set (head); others padded
 
     # Torso: the four hip/shoulder joints present in both poses.
-    torso = torch.tensor(TORSO_JOINTS, device=src.device)
+    const = _constants(src.device)
+    torso = const["torso"]
     torso_w = both[:, torso]
 
     # Head: square on the target around its head joints; fit on head joints + shoulders.
-    head = torch.tensor(HEAD_JOINTS + SHOULDERS, device=src.device)
+    head = const["head"]
     head_w = both[:, head]
     head_t = p_tgt[:, head[: len(HEAD_JOINTS)]]  # [B, 5]
     head_n = head_t.sum(-1)
@@ -233,7 +257,7 @@ def part_geometry(kp_src: Tensor, kp_tgt: Tensor, height: int, width: int,
     valid = present_t & fit_ok
 
     # Masks: oriented rectangles in the target frame; the torso's is infinite (whole image).
-    x_axis = torch.tensor([1.0, 0.0], device=src.device).expand(batch, 1, 2)
+    x_axis = const["x_axis"].expand(batch, 1, 2)
     head_half = (HEAD_HALF_SIDE * s_tgt)[:, None]
     inf = torch.full_like(head_half, float("inf"))
     masks = rectangle_masks(

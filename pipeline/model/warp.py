@@ -18,16 +18,18 @@ from torch import Tensor
 
 def affine_to_grid_theta(affines: Tensor, height: int, width: int) -> Tensor:
     """Pixel affines [B, K, 2, 3] (target (x, y, 1) -> source (x, y) at H x W) -> normalised
-    thetas [B, K, 2, 3] for grid_sample / affine_grid with align_corners=False."""
-    dev, dt = affines.device, affines.dtype
-    # pixel = to_pix @ (u, v, 1): x = (W/2) u + (W-1)/2 ; normalised = to_norm @ (x, y, 1).
-    to_pix = torch.tensor([[width / 2, 0, (width - 1) / 2],
-                           [0, height / 2, (height - 1) / 2],
-                           [0, 0, 1]], dtype=dt, device=dev)
-    to_norm = torch.tensor([[2 / width, 0, 1 / width - 1],
-                            [0, 2 / height, 1 / height - 1]], dtype=dt, device=dev)
-    full = torch.cat([affines, to_pix[2:].expand(affines.shape[:-2] + (1, 3))], -2)  # [.., 3, 3]
-    return to_norm @ full @ to_pix
+    thetas [B, K, 2, 3] (float32) for grid_sample / affine_grid with align_corners=False.
+
+    theta = N A N^-1 with N: x -> u = (2x + 1) / W - 1 (and y -> v likewise with H), written
+    out element-wise: exact in float32 and free of host-to-device constant copies."""
+    a = affines.float()
+    (p, q, c), (r, s, f) = a[..., 0, :].unbind(-1), a[..., 1, :].unbind(-1)
+    # Source pixel of the target pixel centre at (u, v) = (0, 0), i.e. x = (W-1)/2, y = (H-1)/2.
+    x0 = p * (width - 1) / 2 + q * (height - 1) / 2 + c
+    y0 = r * (width - 1) / 2 + s * (height - 1) / 2 + f
+    row_u = torch.stack([p, q * height / width, (2 * x0 + 1) / width - 1], -1)
+    row_v = torch.stack([r * width / height, s, (2 * y0 + 1) / height - 1], -1)
+    return torch.stack([row_u, row_v], -2)
 
 
 def resize_masks(masks: Tensor, height: int, width: int) -> Tensor:
@@ -89,10 +91,11 @@ def warp_parts(feat: Tensor, theta: Tensor, masks: Tensor, valid: Tensor, agg: s
     sampled = sampled.reshape(b, c, k, h, w)  # splitting K*h is a view, also for channels_last
     cover = (resize_masks(masks, h, w) > 0) & valid[..., None, None]  # [B, K, h, w]
     cover = cover.unsqueeze(1)  # [B, 1, K, h, w]
+    # In place on grid_sample's output (its backward does not need it): no second K-fold buffer.
     if agg == "max":
-        out = sampled.masked_fill(~cover, float("-inf")).amax(2)
+        out = sampled.masked_fill_(~cover, float("-inf")).amax(2)
         out = torch.where(cover.any(2), out, torch.zeros((), dtype=out.dtype, device=out.device))
     else:
         count = cover.sum(2, dtype=sampled.dtype)
-        out = (sampled * cover).sum(2) / count.clamp_min(1)
+        out = sampled.mul_(cover).sum(2) / count.clamp_min(1)
     return out.to(feat.dtype)

@@ -8,6 +8,7 @@ import numpy as np
 from pipeline.synthetic.identity import hsv
 
 WALLS: tuple[str, ...] = ("plain", "bricks", "panels", "windows", "foliage")
+WALL_PROBS = (0.25, 0.2, 0.2, 0.13, 0.22)
 FLOORS: tuple[str, ...] = ("plain", "tiles", "steps")
 
 
@@ -56,7 +57,7 @@ def camera_background(rng: np.random.Generator, height: int, width: int) -> np.n
 
 
 def _wall_texture(rng, yy, xx, unit, hb, wb) -> np.ndarray:
-    kind = WALLS[rng.integers(len(WALLS))]
+    kind = WALLS[rng.choice(len(WALLS), p=WALL_PROBS)]
     if kind == "bricks":
         bh, bw = rng.uniform(4, 8) * unit, rng.uniform(10, 18) * unit
         row = np.floor(yy / bh)

@@ -33,6 +33,7 @@ class Identity:
     skin: Color
     hair: Color
     hair_style: str             # HAIR_STYLES
+    hair_length: float          # medium/long hair: how far it falls below the chin (body units)
     shirt: Color
     shirt2: Color               # second colour of the pattern
     shirt_pattern: str          # SHIRT_PATTERNS
@@ -126,6 +127,7 @@ def sample_identity(rng: np.random.Generator, person_id: int) -> Identity:
         skin=_as_color(skin),
         hair=_as_color(hair),
         hair_style=hair_style,
+        hair_length=float(rng.uniform(0.02, 0.05) if hair_style == "medium" else rng.uniform(0.1, 0.2)),
         shirt=shirt,
         shirt2=_contrast(rng, shirt),
         shirt_pattern=pattern,

@@ -1,0 +1,357 @@
+"""The evaluate stage's library: generate the test pairs with a trained generator and score them.
+
+evaluate_model() runs the generator over every test pair (batched, no grad, eval mode, autocast
+on CUDA), writes each generated image as <out_dir>/images/{from_stem}___{to_stem}.png and scores
+each batch in memory while it is still decoded (no second decode pass):
+
+    model        generated image vs real target
+    copy_source  the source image x_a as the prediction (the trivial baseline: a model must
+                 beat it on the pose-sensitive metrics; on SSIM it is often hard to beat)
+    real         the real targets themselves, for the set-level metrics where that is an upper
+                 bound (IS, DS, PCKh); per-pair similarities of a target to itself are omitted
+
+Per-pair metrics come from pipeline.metrics.scoring.score_batch(real, gen, kp_target) (SSIM,
+mask-SSIM, L1, masked L1). Until that lands, SSIM (pipeline.metrics.ssim) and L1 are computed
+here and the summary's notes say so. Set-level metrics (FID, IS, LPIPS, DS, PCKh) come from
+pipeline.metrics.scoring.score_sets(real, gen, kp_target, cfg) when it exists; they need every
+image at once, so only then are the decoded images kept in memory (uint8, 3 x N x H x W x 3).
+
+Summary layout (the DVC metrics JSON):
+    {"model": {...}, "copy_source": {...}, "real": {...}, "pairs": N, "notes": {...}}
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.config import EvaluateConfig, TrackingConfig
+
+SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
+IMAGES_DIR = "images"
+GRID_FILE = "grid.png"
+GRID_ARTIFACT = "evaluation/grid.png"
+SET_ONLY_FOR_REAL = ("is", "mask_is", "ds", "pckh")  # set metrics meaningful on real targets
+
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], Mapping[str, Any]]
+
+
+def pair_file(name_a: str, name_b: str) -> str:
+    return f"{Path(name_a).stem}{SEP}{Path(name_b).stem}.png"
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB (the rounding the PNGs get)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
+        .permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate_test_images(
+    generator: torch.nn.Module,
+    dataset,
+    out_dir: str | Path,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    max_pairs: int | None = None,
+    on_batch: Callable[[Mapping[str, Any], np.ndarray], None] | None = None,
+    num_workers: int = 0,
+) -> pd.DataFrame:
+    """Generate every pair of `dataset` (a PairDataset) -> PNGs in out_dir; table (from, to, file).
+
+    on_batch(batch, generated uint8 [B, H, W, 3]) is called for each batch (the CPU batch
+    from the loader), e.g. to score it while it is in memory. The first `max_pairs` pairs
+    are used (all when None).
+    """
+    import cv2
+    from torch.utils.data import DataLoader
+
+    from pipeline.data import collate_pairs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    n = len(dataset) if max_pairs is None else min(int(max_pairs), len(dataset))
+    loader = DataLoader(dataset, batch_size=max(int(batch_size), 1), sampler=range(n),
+                        collate_fn=collate_pairs, num_workers=num_workers)
+    generator.eval()
+    rows = []
+    for batch in loader:
+        b = {k: batch[k].to(device) for k in ("xa", "ha", "hb", "kpa", "kpb")}
+        with _autocast(device):
+            fake = generator(b["xa"], b["ha"], b["hb"], b["kpa"], b["kpb"]).image
+        gen = to_uint8(fake)
+        for img, a, bn in zip(gen, batch["name_a"], batch["name_b"]):
+            name = pair_file(a, bn)
+            if not cv2.imwrite(str(out_dir / name), np.ascontiguousarray(img[:, :, ::-1])):
+                raise OSError(f"{out_dir / name}: cannot write image")
+            rows.append((a, bn, name))
+        if on_batch is not None:
+            on_batch(batch, gen)
+    return pd.DataFrame(rows, columns=["from", "to", "file"])
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def basic_scores(real: np.ndarray, gen: np.ndarray, kp_target: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Stand-in per-pair scorer (SSIM, L1 in [0, 1]) while pipeline.metrics.scoring is absent."""
+    from pipeline.metrics.ssim import ssim
+
+    diff = np.abs(real.astype(np.float32) - gen.astype(np.float32)) / 255.0
+    return {"ssim": ssim(real, gen), "l1": diff.reshape(len(real), -1).mean(axis=1).astype(np.float64)}
+
+
+def default_score_fn() -> tuple[ScoreFn, str]:
+    """pipeline.metrics.scoring.score_batch, or basic_scores with a note saying so."""
+    try:
+        from pipeline.metrics.scoring import score_batch
+    except ImportError:
+        return basic_scores, "pipeline.metrics.scoring.score_batch unavailable: SSIM and L1 only"
+    return score_batch, "pipeline.metrics.scoring.score_batch"
+
+
+def _set_scorer():
+    try:
+        from pipeline.metrics.scoring import score_sets
+    except ImportError:
+        return None
+    return score_sets
+
+
+def _per_pair(scores: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+    """Keep the entries that are per-pair arrays of length n (float)."""
+    out = {}
+    for key, value in scores.items():
+        if value is None or isinstance(value, str):
+            continue
+        arr = np.asarray(value)
+        if arr.shape == (n,) and np.issubdtype(arr.dtype, np.number):
+            out[key] = arr.astype(np.float64)
+    return out
+
+
+def _reasons(scores: Mapping[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in scores.items() if isinstance(v, str)}
+
+
+def _means(table: pd.DataFrame, prefix: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for col in table.columns:
+        if col.startswith(prefix):
+            values = table[col].to_numpy(np.float64)
+            ok = np.isfinite(values)
+            out[col[len(prefix):]] = float(values[ok].mean()) if ok.any() else None
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars -> Python, NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def score_generated(
+    generator: torch.nn.Module,
+    dataset,
+    out_dir: str | Path,
+    cfg: EvaluateConfig,
+    device: str | torch.device = "cpu",
+    score_fn: ScoreFn | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
+    """Generate into out_dir/images and score model and copy-source per batch.
+
+    Returns (summary, per_pair table, grid arrays for the first cfg.grid_pairs pairs:
+    xa, kpb, gen, xb as uint8 [N, H, W, 3] / float32 [N, 18, 2]).
+    """
+    notes: dict[str, Any] = {}
+    if score_fn is None:
+        score_fn, notes["per_pair_scorer"] = default_score_fn()
+    set_scorer = _set_scorer()
+    keep = {"real": [], "gen": [], "src": [], "kp": []}
+    scores: dict[str, list[dict[str, np.ndarray]]] = {"model": [], "copy_source": []}
+    reasons: dict[str, dict[str, str]] = {}
+    grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
+    grid_n = max(int(cfg.grid_pairs), 0)
+    seen = [0]
+
+    def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
+        real, src = to_uint8(batch["xb"]), to_uint8(batch["xa"])
+        kp = batch["kpb"].numpy()
+        for which, pred in (("model", gen), ("copy_source", src)):
+            s = score_fn(real, pred, kp)
+            scores[which].append(_per_pair(s, len(real)))
+            reasons.setdefault(which, {}).update(_reasons(s))
+        if set_scorer is not None:
+            for key, arr in (("real", real), ("gen", gen), ("src", src), ("kp", kp)):
+                keep[key].append(arr)
+        take = min(grid_n - seen[0], len(real))
+        if take > 0:
+            for key, arr in (("xa", src), ("kpb", kp), ("gen", gen), ("xb", real)):
+                grid[key].append(arr[:take])
+            seen[0] += take
+
+    files = generate_test_images(generator, dataset, Path(out_dir) / IMAGES_DIR, cfg.batch_size,
+                                 device, cfg.max_pairs, on_batch)
+    per_pair = files.copy()
+    for which, parts in scores.items():
+        for key in parts[0] if parts else []:
+            per_pair[f"{which}_{key}"] = np.concatenate([p[key] for p in parts])
+    summary: dict[str, Any] = {
+        "model": _means(per_pair, "model_"),
+        "copy_source": _means(per_pair, "copy_source_"),
+        "real": {},
+        "pairs": int(len(per_pair)),
+        "notes": notes,
+    }
+    for which, r in reasons.items():
+        if r:
+            notes[f"{which}_reasons"] = r
+    if set_scorer is not None and len(per_pair):
+        real, gen, src = (np.concatenate(keep[k]) for k in ("real", "gen", "src"))
+        kp = np.concatenate(keep["kp"])
+        summary["model"].update(set_scorer(real, gen, kp, cfg))
+        summary["copy_source"].update(set_scorer(real, src, kp, cfg))
+        upper = set_scorer(real, real, kp, cfg)
+        summary["real"] = {k: v for k, v in upper.items() if k.split("_reason")[0] in SET_ONLY_FOR_REAL}
+    else:
+        notes["set_metrics"] = ("FID/IS/LPIPS/DS/PCKh not computed: "
+                                "pipeline.metrics.scoring.score_sets unavailable")
+    arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in grid.items()}
+    return _plain(summary), per_pair, arrays
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def sample_grid(sources: np.ndarray, kp_target: np.ndarray, generated: np.ndarray,
+                real: np.ndarray) -> np.ndarray:
+    """Rows of (source | target pose skeleton | generated | real target).
+
+    sources, generated, real: uint8 [N, H, W, 3] RGB; kp_target: [N, 18, 2] pixels at H x W.
+    Returns uint8 [N * H, 4 * W, 3] RGB.
+    """
+    from pipeline.preview import draw_skeleton
+
+    if len(sources) == 0:
+        raise ValueError("sample_grid: no pairs to draw")
+    n, h, w, _ = sources.shape
+    skel = np.stack([draw_skeleton(np.zeros((h, w, 3), np.uint8), k) for k in kp_target])
+    panels = np.stack([sources, skel, generated, real], axis=1)  # [N, 4, H, W, 3]
+    return np.ascontiguousarray(panels.transpose(0, 2, 1, 3, 4).reshape(n * h, 4 * w, 3))
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+def flat_metrics(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """{"model": {"ssim": .5}} -> {"eval/model/ssim": .5}; numbers only."""
+    out = {}
+    for group in ("model", "copy_source", "real"):
+        for key, value in (summary.get(group) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[f"{prefix}/{group}/{key}"] = float(value)
+    out[f"{prefix}/pairs"] = float(summary.get("pairs", 0))
+    return out
+
+
+def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run_id: str | None,
+                   tracking: TrackingConfig) -> str:
+    """Log metrics (and the grid) into the training run `run_id` when it exists in the
+    tracking store, else into a new run named "evaluate". Returns the run id used."""
+    from pipeline import tracking as trk
+
+    def log(tracker) -> str:
+        tracker.log_metrics(flat_metrics(summary))
+        tracker.set_tags({"eval_pairs": summary.get("pairs")})
+        if grid_path is not None:
+            tracker.log_artifact(grid_path, str(Path(GRID_ARTIFACT).parent))
+        return tracker.run_id
+
+    if run_id:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with trk.resume_run(run_id, tracking.uri) as tracker:
+                return log(tracker)
+        except MlflowException:
+            pass  # the training run is not in this store (e.g. another machine's DB)
+    with trk.start_run(tracking) as tracker:
+        tracker.set_tags({"mlflow.runName": "evaluate", "training_run_id": run_id})
+        return log(tracker)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def evaluate_model(
+    generator_path: str | Path,
+    pairs_path: str | Path,
+    manifest_path: str | Path,
+    keypoints_path: str | Path,
+    heatmaps_path: str | Path,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    cfg: EvaluateConfig,
+    device: str = "auto",
+    tracking: TrackingConfig | None = None,
+    score_fn: ScoreFn | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Generate and score every test pair with the generator file; write images, the grid
+    (out_dir/grid.png) and the per-pair table (out_dir/per_pair.parquet); log to MLflow when
+    `tracking` is given. Returns (summary dict, per-pair DataFrame)."""
+    from pipeline.checkpoint import load_generator
+    from pipeline.data import load_pair_dataset
+    from pipeline.device import select_device
+
+    dev = select_device(device)
+    G, meta = load_generator(generator_path, dev)
+    image = meta["image"]
+    dataset = load_pair_dataset(pairs_path, manifest_path, keypoints_path, heatmaps_path,
+                                dataset_dir, image.height, image.width, split="test")
+    out_dir = Path(out_dir)
+    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, score_fn)
+    summary["notes"]["generator"] = str(generator_path)
+    summary["notes"]["generator_step"] = meta.get("step")
+    grid_path = None
+    if len(g["xa"]):
+        from pipeline.preview import write_png
+
+        grid_path = out_dir / GRID_FILE
+        grid = sample_grid(g["xa"], g["kpb"], g["gen"], g["xb"])
+        write_png(grid_path, np.ascontiguousarray(grid[:, :, ::-1]))  # RGB -> BGR for cv2
+    per_pair.to_parquet(out_dir / "per_pair.parquet", index=False)
+    if tracking is not None:
+        summary["notes"]["mlflow_run_id"] = log_evaluation(summary, grid_path, meta.get("run_id"), tracking)
+    return summary, per_pair
+
+
+def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
+    """The metrics JSON (sorted keys, NaN -> null) for DVC."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_plain(dict(summary)), indent=2, sort_keys=True) + "\n")
+    return path

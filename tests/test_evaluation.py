@@ -1,0 +1,134 @@
+"""pipeline.evaluation on a tiny synthetic dataset with a tiny untrained generator."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.annotations import join_manifest, read_annotations
+from pipeline.checkpoint import save_generator
+from pipeline.config import EvaluateConfig, ImageConfig, ModelConfig, PairsConfig, SyntheticConfig, TrackingConfig
+from pipeline.evaluation import evaluate_model, pair_file, sample_grid, write_summary
+from pipeline.heatmap_store import write_heatmap_store
+from pipeline.keypoints import keypoints_array, scale_keypoints
+from pipeline.manifest import build_manifest
+from pipeline.metrics.ssim import ssim
+from pipeline.pairs import make_pairs
+from pipeline.synthetic import generate
+
+H, W = 64, 32  # model resolution; the synthetic crops are 128x64, so loading resizes
+TINY = ModelConfig(encoder_widths=(4, 8, 8, 8, 8, 8), decoder_widths=(8, 8, 8, 8, 4))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    dataset = root / "dataset"
+    generate(dataset, SyntheticConfig(train_ids=1, test_ids=2, images_per_id=3), 128, 64, seed=0,
+             junk=0, distractors=0)
+    manifest = build_manifest(dataset)
+    ann = read_annotations(sorted((dataset / "annotations").glob("*.csv")))
+    table = join_manifest(ann, manifest)
+    names = table["name"].astype(str).tolist()
+    wh = table[["width", "height"]].to_numpy(np.float32)
+    write_heatmap_store(root / "heatmaps", names, scale_keypoints(keypoints_array(table), wh, (H, W)),
+                        H, W, sigma=3.0)
+    pairs = make_pairs(table, PairsConfig(test_pairs_per_id=3), seed=0)
+    files = {k: root / f"{k}.parquet" for k in ("manifest", "keypoints", "pairs")}
+    manifest.to_parquet(files["manifest"], index=False)
+    table.to_parquet(files["keypoints"], index=False)
+    pairs.to_parquet(files["pairs"], index=False)
+    import torch
+
+    from pipeline.model.generator import Generator
+
+    torch.manual_seed(0)
+    return root, dataset, files, pairs[pairs["split"] == "test"], Generator(TINY, H, W)
+
+
+def _evaluate(tiny, out, run_id=None, uri=None, **cfg):
+    root, dataset, files, _, G = tiny
+    model = save_generator(out / "generator.pt", G, TINY, ImageConfig(height=H, width=W),
+                           {"run_id": run_id, "step": 7})
+    tracking = TrackingConfig(uri=uri, experiment="test-eval") if uri else None
+    return evaluate_model(model, files["pairs"], files["manifest"], files["keypoints"],
+                          root / "heatmaps", dataset, out / "eval",
+                          EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", tracking)
+
+
+def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import start_run
+
+    test_pairs = tiny[3]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with start_run(TrackingConfig(uri=uri, experiment="test-eval")) as tracker:
+        train_run = tracker.run_id
+    summary, per_pair = _evaluate(tiny, tmp_path, run_id=train_run, uri=uri)
+
+    # Every test pair generated as {from}___{to}.png at the model resolution.
+    assert len(per_pair) == len(test_pairs) == summary["pairs"] > 0
+    assert list(per_pair["from"]) == list(test_pairs["from"])
+    images = tmp_path / "eval" / "images"
+    for a, b, f in per_pair[["from", "to", "file"]].itertuples(index=False):
+        assert f == pair_file(a, b) and Image.open(images / f).size == (W, H)
+    # The per-pair table and the summary hold the model and the copy-source baseline.
+    assert {"model_ssim", "copy_source_ssim"} <= set(per_pair.columns)
+    assert set(summary) == {"model", "copy_source", "real", "pairs", "notes"}
+    assert 0 < summary["copy_source"]["ssim"] < 1
+    assert np.isfinite(per_pair["model_ssim"]).all()
+    # The copy-source SSIM is the protocol SSIM of the resized real target vs its source.
+    from pipeline.data import read_image
+
+    man = pd.read_parquet(tiny[2]["manifest"]).set_index("name")
+    def load(n):
+        x = read_image(tiny[1] / man.loc[n, "path"], H, W)
+        return ((x.transpose(1, 2, 0) + 1) * 127.5).round().astype(np.uint8)[None]
+    a, b = per_pair.loc[0, ["from", "to"]]
+    assert per_pair.loc[0, "copy_source_ssim"] == pytest.approx(ssim(load(b), load(a))[0], abs=1e-6)
+    # Untrained, the model has not learned the person: the copy baseline is more similar.
+    assert summary["copy_source"]["ssim"] > summary["model"]["ssim"]
+
+    grid = Image.open(tmp_path / "eval" / "grid.png")
+    assert grid.size == (4 * W, 3 * H)
+    assert (tmp_path / "eval" / "per_pair.parquet").is_file()
+
+    # Metrics and grid went into the training run, not a new one.
+    assert summary["notes"]["mlflow_run_id"] == train_run
+    client = MlflowClient(uri)
+    run = client.get_run(train_run)
+    assert run.data.metrics["eval/copy_source/ssim"] == pytest.approx(summary["copy_source"]["ssim"])
+    assert run.data.metrics["eval/pairs"] == len(per_pair)
+    assert [f.path for f in client.list_artifacts(train_run, "evaluation")] == ["evaluation/grid.png"]
+
+    path = write_summary(tmp_path / "eval.json", summary)
+    assert json.loads(path.read_text())["pairs"] == len(per_pair)
+
+
+def test_max_pairs_and_new_evaluate_run_without_run_id(tiny, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary, per_pair = _evaluate(tiny, tmp_path, uri=uri, max_pairs=2)
+    assert len(per_pair) == 2 and len(list((tmp_path / "eval" / "images").glob("*.png"))) == 2
+    run = MlflowClient(uri).get_run(summary["notes"]["mlflow_run_id"])
+    assert run.info.run_name == "evaluate"
+    assert "eval/model/ssim" in run.data.metrics
+
+
+def test_sample_grid_layout():
+    rng = np.random.default_rng(0)
+    src, gen, real = (rng.integers(0, 255, (2, 8, 4, 3), dtype=np.uint8) for _ in range(3))
+    kp = np.full((2, 18, 2), -1.0, np.float32)
+    kp[:, 1], kp[:, 2] = (2, 1), (2, 6)
+    grid = sample_grid(src, kp, gen, real)
+    assert grid.shape == (16, 16, 3)
+    np.testing.assert_array_equal(grid[8:16, 0:4], src[1])
+    np.testing.assert_array_equal(grid[0:8, 8:12], gen[0])
+    np.testing.assert_array_equal(grid[8:16, 12:16], real[1])
+    assert grid[0:8, 4:8].any() and not grid[0:8, 4:8][0].any()  # skeleton drawn, background black
