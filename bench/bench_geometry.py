@@ -7,7 +7,7 @@ Prints:
    straightforward per-sample numpy implementation of the same geometry written below, and
    how closely the two agree (affines, validity, masks).
 2. A generator forward + backward at the paper widths (params.yaml defaults) on the same
-   batch, and the geometry's share of it (target: < 5%).
+   batch, the geometry's share of it (target: < 5%), and the share of the part warps.
 Pose pairs are real Market-1501 test pairs when ../shared is present, jittered synthetic
 poses otherwise. Figures only, nothing asserted.
 """
@@ -27,7 +27,7 @@ from pipeline.model.geometry import (
     BEHIND, HEAD_HALF_SIDE, HEAD_JOINTS, LIMB_HALF_WIDTH, LIMB_MIRROR, LIMBS,
     MIN_SPREAD_RATIO, NUM_PARTS, SHOULDERS, TORSO_JOINTS, part_geometry,
 )
-from pipeline.model.warp import affine_to_grid_theta
+from pipeline.model.warp import affine_to_grid_theta, resize_masks, warp_parts
 
 H, W = 128, 64
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market1501-annotations"
@@ -215,11 +215,29 @@ def main() -> None:
         out = gen(xa, ha, hb, src, tgt)
         (out.image.mean() + sum(o.square().mean() for o in out.offsets)).backward()
 
+    # The deformable skips themselves: two warps per level (affine, then affine + offset),
+    # forward + backward, on feature maps of the paper's widths at the four finest levels.
+    geo, theta = torch_geometry(src, tgt)
+    feats = [torch.randn(batch, c, H >> l, W >> l, requires_grad=True)
+             for l, c in enumerate(ModelConfig().encoder_widths[:4])]
+    offs = [torch.zeros(batch, 2, H >> l, W >> l, requires_grad=True) for l in range(4)]
+
+    def skips():
+        total = 0
+        for feat, off in zip(feats, offs):
+            masks = resize_masks(geo.masks, *feat.shape[-2:])
+            total = total + warp_parts(feat, theta, masks, geo.valid, "max").mean()
+            total = total + warp_parts(feat, theta, masks, geo.valid, "max", off).mean()
+        total.backward()
+
+    t_skips = timed(skips, max(3, args.repeats // 4))
     t_step = timed(step, max(1, args.repeats // 10))
     n_params = sum(p.numel() for p in gen.parameters())
     print(f"generator forward+backward (paper widths, offsets on, {n_params / 1e6:.1f}M "
           f"params): {t_step * 1e3:.0f} ms / batch")
     print(f"geometry share of a generator step: {t_torch / t_step * 100:.2f}% (target < 5%)")
+    print(f"deformable skips (8 part warps, fwd+bwd): {t_skips * 1e3:.0f} ms / batch, "
+          f"{t_skips / t_step * 100:.1f}% of the generator step")
 
 
 if __name__ == "__main__":

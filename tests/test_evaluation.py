@@ -123,12 +123,13 @@ def test_max_pairs_and_new_evaluate_run_without_run_id(tiny, tmp_path):
 
 def test_sample_grid_layout():
     rng = np.random.default_rng(0)
-    src, gen, real = (rng.integers(0, 255, (2, 8, 4, 3), dtype=np.uint8) for _ in range(3))
+    src, gen, real = (rng.integers(0, 255, (2, 32, 16, 3), dtype=np.uint8) for _ in range(3))
     kp = np.full((2, 18, 2), -1.0, np.float32)
-    kp[:, 1], kp[:, 2] = (2, 1), (2, 6)
+    kp[:, 1], kp[:, 2] = (8, 4), (8, 20)  # neck and right shoulder: one limb
     grid = sample_grid(src, kp, gen, real)
-    assert grid.shape == (16, 16, 3)
-    np.testing.assert_array_equal(grid[8:16, 0:4], src[1])
-    np.testing.assert_array_equal(grid[0:8, 8:12], gen[0])
-    np.testing.assert_array_equal(grid[8:16, 12:16], real[1])
-    assert grid[0:8, 4:8].any() and not grid[0:8, 4:8][0].any()  # skeleton drawn, background black
+    assert grid.shape == (64, 64, 3)
+    np.testing.assert_array_equal(grid[32:64, 0:16], src[1])
+    np.testing.assert_array_equal(grid[0:32, 32:48], gen[0])
+    np.testing.assert_array_equal(grid[32:64, 48:64], real[1])
+    skeleton = grid[0:32, 16:32]
+    assert skeleton[12, 8].any() and not skeleton[28:, :].any()  # limb drawn, background black

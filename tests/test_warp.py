@@ -150,3 +150,18 @@ def test_bad_arguments():
         warp_parts(torch.zeros(1, 1, H, W), theta, masks, valid, "sum")
     with pytest.raises(ValueError, match="shapes"):
         warp_parts(torch.zeros(2, 1, H, W), theta, masks, valid, "max")
+
+
+@pytest.mark.parametrize("agg", ["max", "avg"])
+def test_gradcheck_features_and_offset(agg):
+    gen = torch.Generator().manual_seed(3)
+    h, w = 8, 4
+    feat = torch.randn(1, 2, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    offset = (torch.rand(1, 2, h, w, generator=gen, dtype=torch.float64) * 0.2 - 0.1)
+    offset.requires_grad_(True)
+    theta = affine_to_grid_theta(translation(0.3, -0.2, 1, 2).double(), h, w).double()
+    masks = torch.ones(1, 2, h, w, dtype=torch.float64)
+    masks[0, 1, : h // 2] = 0
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    assert torch.autograd.gradcheck(
+        lambda f, o: warp_parts(f, theta, masks, valid, agg, o), (feat, offset))

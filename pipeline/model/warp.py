@@ -18,11 +18,11 @@ from torch import Tensor
 
 def affine_to_grid_theta(affines: Tensor, height: int, width: int) -> Tensor:
     """Pixel affines [B, K, 2, 3] (target (x, y, 1) -> source (x, y) at H x W) -> normalised
-    thetas [B, K, 2, 3] (float32) for grid_sample / affine_grid with align_corners=False.
+    thetas [B, K, 2, 3] (at least float32) for grid_sample / affine_grid with align_corners=False.
 
     theta = N A N^-1 with N: x -> u = (2x + 1) / W - 1 (and y -> v likewise with H), written
     out element-wise: exact in float32 and free of host-to-device constant copies."""
-    a = affines.float()
+    a = affines.to(torch.promote_types(affines.dtype, torch.float32))
     (p, q, c), (r, s, f) = a[..., 0, :].unbind(-1), a[..., 1, :].unbind(-1)
     # Source pixel of the target pixel centre at (u, v) = (0, 0), i.e. x = (W-1)/2, y = (H-1)/2.
     x0 = p * (width - 1) / 2 + q * (height - 1) / 2 + c
