@@ -194,7 +194,7 @@ def main() -> None:
 
     geo, theta = torch_geometry(src, tgt)
     ref, ref_theta = run_numpy()
-    valid_np = np.stack([r[1 + 1] for r in ref])
+    valid_np = np.stack([r[2] for r in ref])
     print(f"agreement: valid parts identical: {bool((geo.valid.numpy() == valid_np).all())} "
           f"({int(valid_np.sum())}/{valid_np.size} valid)")
     aff_err = np.abs(geo.affines.numpy() - np.stack([r[1] for r in ref])).max()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -282,6 +281,29 @@ def write_plots(path: str | Path, history: LossHistory, every: int) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
+# Train settings that may change between a run and its resumption without changing the run.
+RESUMABLE_TRAIN_KEYS = ("steps", "checkpoint_every", "log_every", "sample_every", "num_workers", "device")
+
+
+def run_fingerprint(params: Params, paths: PathsConfig) -> str:
+    """Hash of everything that defines a training run: seed, image size, model, loss, the
+    train settings (except the resumable ones above), the heatmap sigma and the training
+    pairs file. A checkpoint is resumed only under the same fingerprint, so raising
+    train.steps continues a run while any other change starts afresh."""
+    import hashlib
+
+    from pipeline.config import to_dict
+
+    train = {k: v for k, v in to_dict(params.train).items() if k not in RESUMABLE_TRAIN_KEYS}
+    spec = {"seed": params.seed, "image": to_dict(params.image), "model": to_dict(params.model),
+            "loss": to_dict(params.loss), "train": train, "sigma": params.heatmaps.sigma}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    pairs = Path(paths.pairs)
+    if pairs.is_file():
+        digest.update(pairs.read_bytes())
+    return digest.hexdigest()
+
+
 def _reduce_terms(terms: Mapping[str, Tensor], names: list[str], info: DistInfo) -> dict[str, float]:
     """Loss terms -> floats, averaged over ranks (one sync per step). A NaN on any rank
     becomes NaN on all, so every rank stops at the same step."""
@@ -378,7 +400,16 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
     seed_everything(params.seed + info.rank)
 
     step, history, run_id, timing = 0, LossHistory(), None, {"seconds": 0.0, "images": 0}
+    fingerprint = run_fingerprint(params, paths)
     found = latest_checkpoint(ckpt_dir) if resume else None
+    if found is not None and found[1].get("fingerprint") != fingerprint:
+        # Checkpoints persist across DVC runs: one written under other params or data (e.g.
+        # before `dvc exp run -S loss.nn_weight=...`) must not be continued as if it were ours.
+        import warnings
+
+        warnings.warn(f"{found[0]}: written by a run with other params or data; starting afresh "
+                      "(it is replaced at the first checkpoint)")
+        found, resume = None, False
     ckpt_path: Path | None = None
     if found is not None:
         ckpt_path, state = found
@@ -396,7 +427,9 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
             warnings.warn(f"{ckpt_path}: saved by {len(rngs)} process(es), resuming with "
                           f"{info.world_size}: data order and RNG streams differ from the original run")
             seed_everything(params.seed + info.rank + step)
+        del state
     del found
+    stale = not resume  # an old run's checkpoints go at our first save, not before
 
     fixed = collate_pairs(dataset.__getitems__(list(range(min(GRID_SAMPLES, len(dataset))))))
     loader = build_loader(dataset, tc.batch_size, tc.num_workers, seed=params.seed,
@@ -410,8 +443,13 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
             raise NonFiniteLossError(f"step {at}: non-finite weights; not checkpointing "
                                      f"(last good checkpoint kept in {ckpt_dir})")
         rngs = _gather_rng(info)
+        nonlocal stale
         path = ckpt_dir / "last.pt"
         if info.is_main:
+            if stale:
+                for old in ckpt_dir.glob("*.pt"):
+                    old.unlink()
+                stale = False
             save_checkpoint(ckpt_dir, {
                 **trainer.state_dict(),
                 "step": at,
@@ -422,6 +460,7 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
                 "history": history.state(),
                 "run_id": tracker.run_id,
                 "timing": dict(timing),
+                "fingerprint": fingerprint,
             })
         _barrier(info)
         return path
@@ -487,7 +526,8 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
             result.generator_path = save_generator(
                 models_dir / GENERATOR_FILE, trainer.G, params.model, params.image,
                 {"step": step, "run_id": tracker.run_id, "git_revision": git_revision(),
-                 "seed": params.seed, "loss": history.mean_last(SMOOTH_STEPS)},
+                 "seed": params.seed, "sigma": params.heatmaps.sigma,
+                 "loss": history.mean_last(SMOOTH_STEPS)},
             )
             write_metrics(paths.train_metrics, result, tc.batch_size, info.world_size)
             write_plots(paths.train_plots, history, tc.log_every)

@@ -106,13 +106,20 @@ def test_save_and_load_generator_rebuild_the_same_network(tmp_path: Path) -> Non
         load_generator(tmp_path / "other.pt")
 
 
-def test_resuming_with_a_different_model_config_is_a_clear_error(tmp_path: Path) -> None:
+def test_another_configuration_starts_afresh_and_more_steps_resume(tmp_path: Path) -> None:
     paths = build_tiny_data(tmp_path)
     params = tiny_params(steps=2, checkpoint_every=1)
     train(params, paths, track=False, progress=False, stop_after=1)
     changed = dataclasses.replace(params, model=dataclasses.replace(params.model, warp="none"))
-    with pytest.raises(CheckpointError, match="model.warp: checkpoint 'parts' != params 'none'.*--no-resume"):
-        train(changed, paths, track=False, progress=False)
-    # --no-resume starts over with the new config and replaces the checkpoint
-    result = train(changed, paths, track=False, progress=False, resume=False)
-    assert result.completed and safe_load(Path(paths.models) / "checkpoints" / "last.pt")["model_meta"]["model"]["warp"] == "none"
+    # A checkpoint of another run (other params) is never continued: warn and start over.
+    with pytest.warns(UserWarning, match="other params or data; starting afresh"):
+        result = train(changed, paths, track=False, progress=False)
+    assert result.completed and result.steps == 2
+    for name in ("last.pt", "prev.pt"):  # no checkpoint of the old run is left behind
+        assert safe_load(Path(paths.models) / "checkpoints" / name)["model_meta"]["model"]["warp"] == "none"
+    # Raising train.steps continues the same run from its last checkpoint.
+    longer = dataclasses.replace(changed, train=dataclasses.replace(changed.train, steps=3))
+    resumed = train(longer, paths, track=False, progress=False)
+    assert resumed.completed and resumed.steps == 3
+    assert len(resumed.history[next(iter(resumed.history))]) == 3
+

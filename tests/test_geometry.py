@@ -84,19 +84,24 @@ def test_global_mode_recovers_affine_and_falls_back_to_identity():
 
 def test_limb_masks_cover_their_segment_and_not_far_pixels():
     geo = part_geometry(pose(), pose(), H, W)
-    for k, (a, b, _) in enumerate(LIMBS, start=2):
+    scale = (BASE[J["r_hip"]] - BASE[J["r_shoulder"]]).norm()  # both sides equal here
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    pixels = torch.stack([xs, ys], -1).float()
+    for k, (a, b, ext) in enumerate(LIMBS, start=2):
         mask = geo.masks[0, k]
         pa, pb = BASE[a], BASE[b]
         t = torch.linspace(0, 1, 25)[:, None]
         on = (pa + t * (pb - pa)).round().long()
         assert (mask[on[:, 1], on[:, 0]] == 1).all(), PART_NAMES[k]
-        # The other end of the body is far from every limb of this side.
-        ys, xs = torch.nonzero(mask, as_tuple=True)
-        centre = (pa + pb) / 2
-        dist = ((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2).sqrt()
-        length = (pb - pa).norm()
-        assert dist.max() <= 1.6 * length + 0.2 * 40 + 2, PART_NAMES[k]
-        assert mask.sum() < 0.25 * H * W
+        # Distance of every pixel to the segment; beyond the rectangle's reach -> 0.
+        seg = pb - pa
+        u_raw = (pixels - pa) @ seg / seg.dot(seg)
+        u = u_raw.clamp(0, 1)
+        dist = (pixels - (pa + u[..., None] * seg)).norm(dim=-1)
+        reach = max(ext, 0.1) * seg.norm() + 0.2 * scale * 2 ** 0.5 + 1
+        assert (mask[dist > reach] == 0).all(), PART_NAMES[k]
+        # Alongside the segment and well within the half width (0.2 s): all inside.
+        assert (mask[(u_raw > 0) & (u_raw < 1) & (dist < 0.2 * scale - 1)] == 1).all()
     head = geo.masks[0, 1]
     assert head[13, 32] == 1 and head[100, 32] == 0
 

@@ -129,7 +129,7 @@ def fit_affine(tgt: Tensor, src: Tensor, weight: Tensor,
     cov_t = (wn * dt).transpose(-1, -2) @ dt  # [..., 2, 2]
     cov_s = (wn * ds).transpose(-1, -2) @ ds
     cross = (wn * ds).transpose(-1, -2) @ dt  # [..., 2, 2]  sum w ds dt^T
-    ok = ((sw > 2.5) & (_spread_ratio(cov_t) >= min_ratio) & (_spread_ratio(cov_s) >= min_ratio)
+    ok = (((w > 0).sum(-1) >= 3) & (_spread_ratio(cov_t) >= min_ratio) & (_spread_ratio(cov_s) >= min_ratio)
           & (cov_t.diagonal(dim1=-2, dim2=-1).sum(-1) > _EPS))
     det = cov_t[..., 0, 0] * cov_t[..., 1, 1] - cov_t[..., 0, 1] * cov_t[..., 1, 0]
     det = torch.where(ok, det, torch.ones_like(det))  # finite everywhere, discarded when not ok

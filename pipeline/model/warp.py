@@ -87,15 +87,21 @@ def warp_parts(feat: Tensor, theta: Tensor, masks: Tensor, valid: Tensor, agg: s
     work = torch.promote_types(feat.dtype, torch.float32)
     grid = sampling_grid(theta.to(work), h, w, offset)
     sampled = F.grid_sample(feat.to(work), grid.reshape(b, k * h, w, 2), mode="bilinear",
-                            padding_mode="zeros", align_corners=False)
-    sampled = sampled.reshape(b, c, k, h, w)  # splitting K*h is a view, also for channels_last
+                            padding_mode="zeros", align_corners=False)  # [B, C, K*h, w]
     cover = (resize_masks(masks, h, w) > 0) & valid[..., None, None]  # [B, K, h, w]
-    cover = cover.unsqueeze(1)  # [B, 1, K, h, w]
-    # In place on grid_sample's output (its backward does not need it): no second K-fold buffer.
+    # Masking happens in place on grid_sample's own output (not on a view of it, and its
+    # backward does not need it), so no second K-fold buffer is made, forward or backward.
     if agg == "max":
-        out = sampled.masked_fill_(~cover, float("-inf")).amax(2)
-        out = torch.where(cover.any(2), out, torch.zeros((), dtype=out.dtype, device=out.device))
+        # Outside autograd: max(dim) (not amax) sends gradients only to its argmax, which is
+        # never a filled -inf (pixels where every part is -inf are zeroed below), so the fill
+        # needs no backward of its own (that would be one more K-fold pass).
+        with torch.no_grad():
+            sampled.masked_fill_(~cover.reshape(b, 1, k * h, w), float("-inf"))
+        out = sampled.view(b, c, k, h, w).max(2).values
+        out = torch.where(cover.any(1, keepdim=True), out,
+                          torch.zeros((), dtype=out.dtype, device=out.device))
     else:
-        count = cover.sum(2, dtype=sampled.dtype)
-        out = sampled.mul_(cover).sum(2) / count.clamp_min(1)
+        sampled.mul_(cover.reshape(b, 1, k * h, w))
+        count = cover.sum(1, keepdim=True, dtype=sampled.dtype)
+        out = sampled.view(b, c, k, h, w).sum(2) / count.clamp_min(1)
     return out.to(feat.dtype)
