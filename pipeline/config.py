@@ -101,6 +101,7 @@ class ModelConfig:
     decoder_widths: tuple[int, ...] = (512, 512, 512, 256, 128)
     disc_widths: tuple[int, ...] = (64, 128, 256, 512)
     dropout: float = 0.5
+    upsample: Literal["transpose", "resize"] = "transpose"  # decoder upsampling
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class EvaluateConfig:
     max_pairs: int | None = None
     inception_weights: str | None = None
     lpips_weights: str | None = None
+    alexnet_weights: str | None = None  # torchvision AlexNet state dict for LPIPS; null = cache/download
     pose_weights: str | None = None
     grid_pairs: int = 8
 

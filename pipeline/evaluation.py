@@ -10,11 +10,9 @@ each batch in memory while it is still decoded (no second decode pass):
     real         the real targets themselves, for the set-level metrics where that is an upper
                  bound (IS, DS, PCKh); per-pair similarities of a target to itself are omitted
 
-Per-pair metrics come from pipeline.metrics.scoring.score_batch(real, gen, kp_target) (SSIM,
-mask-SSIM, L1, masked L1). Until that lands, SSIM (pipeline.metrics.ssim) and L1 are computed
-here and the summary's notes say so. Set-level metrics (FID, IS, LPIPS, DS, PCKh) come from
-pipeline.metrics.scoring.score_sets(real, gen, kp_target, cfg) when it exists; they need every
-image at once, so only then are the decoded images kept in memory (uint8, 3 x N x H x W x 3).
+Scoring goes through pipeline.metrics.scoring.Scorer (definitions in pipeline/metrics):
+per-pair SSIM, mask-SSIM, L1, masked L1 (and LPIPS, DS, PCKh when their models are
+loaded), and the set metrics FID / IS / mask-IS from accumulated Inception outputs.
 
 Summary layout (the DVC metrics JSON):
     {"model": {...}, "copy_source": {...}, "real": {...}, "pairs": N, "notes": {...}}
@@ -38,9 +36,6 @@ IMAGES_DIR = "images"
 GRID_FILE = "grid.png"
 GRID_ARTIFACT = "evaluation/grid.png"
 SET_ONLY_FOR_REAL = ("is", "mask_is", "ds", "pckh")  # set metrics meaningful on real targets
-
-ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], Mapping[str, Any]]
-
 
 def pair_file(name_a: str, name_b: str) -> str:
     return f"{Path(name_a).stem}{SEP}{Path(name_b).stem}.png"
@@ -110,57 +105,6 @@ def generate_test_images(
 # --------------------------------------------------------------------------- scoring
 
 
-def basic_scores(real: np.ndarray, gen: np.ndarray, kp_target: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Stand-in per-pair scorer (SSIM, L1 in [0, 1]) while pipeline.metrics.scoring is absent."""
-    from pipeline.metrics.ssim import ssim
-
-    diff = np.abs(real.astype(np.float32) - gen.astype(np.float32)) / 255.0
-    return {"ssim": ssim(real, gen), "l1": diff.reshape(len(real), -1).mean(axis=1).astype(np.float64)}
-
-
-def default_score_fn() -> tuple[ScoreFn, str]:
-    """pipeline.metrics.scoring.score_batch, or basic_scores with a note saying so."""
-    try:
-        from pipeline.metrics.scoring import score_batch
-    except ImportError:
-        return basic_scores, "pipeline.metrics.scoring.score_batch unavailable: SSIM and L1 only"
-    return score_batch, "pipeline.metrics.scoring.score_batch"
-
-
-def _set_scorer():
-    try:
-        from pipeline.metrics.scoring import score_sets
-    except ImportError:
-        return None
-    return score_sets
-
-
-def _per_pair(scores: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
-    """Keep the entries that are per-pair arrays of length n (float)."""
-    out = {}
-    for key, value in scores.items():
-        if value is None or isinstance(value, str):
-            continue
-        arr = np.asarray(value)
-        if arr.shape == (n,) and np.issubdtype(arr.dtype, np.number):
-            out[key] = arr.astype(np.float64)
-    return out
-
-
-def _reasons(scores: Mapping[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in scores.items() if isinstance(v, str)}
-
-
-def _means(table: pd.DataFrame, prefix: str) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for col in table.columns:
-        if col.startswith(prefix):
-            values = table[col].to_numpy(np.float64)
-            ok = np.isfinite(values)
-            out[col[len(prefix):]] = float(values[ok].mean()) if ok.any() else None
-    return out
-
-
 def _plain(value: Any) -> Any:
     """JSON-safe: numpy scalars -> Python, NaN/inf -> None."""
     if isinstance(value, dict):
@@ -180,20 +124,24 @@ def score_generated(
     out_dir: str | Path,
     cfg: EvaluateConfig,
     device: str | torch.device = "cpu",
-    score_fn: ScoreFn | None = None,
+    models=None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
-    """Generate into out_dir/images and score model and copy-source per batch.
+    """Generate into out_dir/images and score, batch by batch, the model, the copy-the-source
+    baseline and the real targets with pipeline.metrics.scoring.Scorer.
 
+    models: pipeline.metrics.scoring.Models (Inception / LPIPS / pose detector, each possibly
+    None with a reason); default: only the per-pair metrics that need no weights.
     Returns (summary, per_pair table, grid arrays for the first cfg.grid_pairs pairs:
     xa, kpb, gen, xb as uint8 [N, H, W, 3] / float32 [N, 18, 2]).
     """
-    notes: dict[str, Any] = {}
-    if score_fn is None:
-        score_fn, notes["per_pair_scorer"] = default_score_fn()
-    set_scorer = _set_scorer()
-    keep = {"real": [], "gen": [], "src": [], "kp": []}
-    scores: dict[str, list[dict[str, np.ndarray]]] = {"model": [], "copy_source": []}
-    reasons: dict[str, dict[str, str]] = {}
+    from pipeline.metrics.scoring import Models, Scorer
+
+    models = models or Models(device=torch.device(device).type)
+    scorers = {
+        "model": Scorer(models, batch_size=cfg.batch_size),
+        "copy_source": Scorer(models, batch_size=cfg.batch_size),
+        "real": Scorer(models, batch_size=cfg.batch_size),
+    }
     grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
     grid_n = max(int(cfg.grid_pairs), 0)
     seen = [0]
@@ -201,13 +149,9 @@ def score_generated(
     def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
         real, src = to_uint8(batch["xb"]), to_uint8(batch["xa"])
         kp = batch["kpb"].numpy()
-        for which, pred in (("model", gen), ("copy_source", src)):
-            s = score_fn(real, pred, kp)
-            scores[which].append(_per_pair(s, len(real)))
-            reasons.setdefault(which, {}).update(_reasons(s))
-        if set_scorer is not None:
-            for key, arr in (("real", real), ("gen", gen), ("src", src), ("kp", kp)):
-                keep[key].append(arr)
+        names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
+        for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
+            scorers[which].add(names, real, pred, kp)
         take = min(grid_n - seen[0], len(real))
         if take > 0:
             for key, arr in (("xa", src), ("kpb", kp), ("gen", gen), ("xb", real)):
@@ -216,30 +160,22 @@ def score_generated(
 
     files = generate_test_images(generator, dataset, Path(out_dir) / IMAGES_DIR, cfg.batch_size,
                                  device, cfg.max_pairs, on_batch)
+    results = {which: s.result() for which, s in scorers.items()}
     per_pair = files.copy()
-    for which, parts in scores.items():
-        for key in parts[0] if parts else []:
-            per_pair[f"{which}_{key}"] = np.concatenate([p[key] for p in parts])
+    for which in ("model", "copy_source"):
+        table = results[which][1]
+        for col in table.columns:
+            if col not in ("name", "generated", "has_keypoints"):
+                per_pair[f"{which}_{col}"] = table[col].to_numpy()
+    real = results["real"][0]
     summary: dict[str, Any] = {
-        "model": _means(per_pair, "model_"),
-        "copy_source": _means(per_pair, "copy_source_"),
-        "real": {},
+        "model": results["model"][0],
+        "copy_source": results["copy_source"][0],
+        # Scores of the real targets only where they are an upper bound (IS, DS, PCKh).
+        "real": {k: v for k, v in real.items() if k.split("_reason")[0].split("_std")[0] in SET_ONLY_FOR_REAL},
         "pairs": int(len(per_pair)),
-        "notes": notes,
+        "notes": {},
     }
-    for which, r in reasons.items():
-        if r:
-            notes[f"{which}_reasons"] = r
-    if set_scorer is not None and len(per_pair):
-        real, gen, src = (np.concatenate(keep[k]) for k in ("real", "gen", "src"))
-        kp = np.concatenate(keep["kp"])
-        summary["model"].update(set_scorer(real, gen, kp, cfg))
-        summary["copy_source"].update(set_scorer(real, src, kp, cfg))
-        upper = set_scorer(real, real, kp, cfg)
-        summary["real"] = {k: v for k, v in upper.items() if k.split("_reason")[0] in SET_ONLY_FOR_REAL}
-    else:
-        notes["set_metrics"] = ("FID/IS/LPIPS/DS/PCKh not computed: "
-                                "pipeline.metrics.scoring.score_sets unavailable")
     arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in grid.items()}
     return _plain(summary), per_pair, arrays
 
@@ -318,7 +254,7 @@ def evaluate_model(
     cfg: EvaluateConfig,
     device: str = "auto",
     tracking: TrackingConfig | None = None,
-    score_fn: ScoreFn | None = None,
+    models=None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Generate and score every test pair with the generator file; write images, the grid
     (out_dir/grid.png) and the per-pair table (out_dir/per_pair.parquet); log to MLflow when
@@ -333,7 +269,7 @@ def evaluate_model(
     dataset = load_pair_dataset(pairs_path, manifest_path, keypoints_path, heatmaps_path,
                                 dataset_dir, image.height, image.width, split="test")
     out_dir = Path(out_dir)
-    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, score_fn)
+    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
     summary["notes"]["generator"] = str(generator_path)
     summary["notes"]["generator_step"] = meta.get("step")
     grid_path = None

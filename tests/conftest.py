@@ -32,3 +32,15 @@ def shared_path(relative: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny models gain nothing from intra-op threads, and on
+    a busy 2-core machine spinning OpenMP workers make such tests several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,13 +28,8 @@ from pipeline.model.generator import Generator
 from pipeline.training import train
 from test_data import H, W, build_tiny_data, tiny_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_atomic_save_failure_leaves_old_file_and_no_temp(tmp_path: Path) -> None:

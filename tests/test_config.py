@@ -31,10 +31,14 @@ def test_repo_params_load_and_match_every_field():
     assert set(raw) == set(to_dict(params))
 
 
-def test_market_config_loads():
-    params = load_params(ROOT / "configs" / "market1501.yaml")
+def test_market_config_loads_with_the_paper_settings():
+    path = ROOT / "configs" / "market1501.yaml"
+    params = load_params(path)
     assert params.data.source == "market1501"
     assert params.train.steps == 90_000 and params.train.batch_size == 4
+    assert params.model.encoder_widths == (64, 128, 256, 512, 512, 512)
+    assert params.loss.nn_weight == 0.01 and params.loss.nn_window == 3
+    assert set(yaml.safe_load(path.read_text())) == set(to_dict(params))
 
 
 def test_unknown_key_is_named(tmp_path):

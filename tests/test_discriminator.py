@@ -7,17 +7,10 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.model.discriminator import Discriminator
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = ModelConfig(disc_widths=(8, 16, 16, 32))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
-    worker threads make the tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def inputs(batch: int, height: int, width: int):

@@ -9,6 +9,8 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.model.generator import Generator, GeneratorOutput
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = ModelConfig(encoder_widths=(8, 16, 16, 32, 32, 32), decoder_widths=(32, 32, 16, 16, 8),
                    disc_widths=(8, 16, 16, 32))
 # A frontal pose at 128 x 64, (x, y), OpenPose-18 order.
@@ -18,15 +20,6 @@ POSE = torch.tensor([
     [30, 12], [34, 12], [28, 13], [36, 13],
 ], dtype=torch.float32)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
-    worker threads make the tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def inputs(batch: int, height: int, width: int, seed: int = 0):

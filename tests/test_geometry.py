@@ -12,6 +12,8 @@ from pipeline.model.geometry import (
 )
 from pipeline.model.warp import affine_to_grid_theta, warp_parts
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 H, W = 128, 64
 # A frontal standing person in a 128 x 64 crop, OpenPose-18 order, (x, y).
 BASE = torch.tensor([
@@ -20,15 +22,6 @@ BASE = torch.tensor([
     [30, 12], [34, 12], [28, 13], [36, 13],
 ], dtype=torch.float32)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
-    worker threads make the tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pose(batch: int = 1) -> torch.Tensor:

@@ -14,13 +14,8 @@ from pipeline.tracking import DB_NAME, project_root, resume_run, tracking_uri
 from pipeline.training import train
 from test_data import build_tiny_data, tiny_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tracking_uri_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,14 +18,8 @@ from pipeline.device import setup_device
 from pipeline.training import NonFiniteLossError, build_trainer, sample_grid, train
 from test_data import H, W, build_tiny_data, tiny_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CPU is shared: one thread per process is far faster than oversubscribed OpenMP.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

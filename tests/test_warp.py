@@ -9,17 +9,10 @@ from pipeline.model.warp import (
     affine_to_grid_theta, resize_masks, sampling_grid, warp_parts,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 H, W = 32, 16
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU the spinning
-    worker threads make the tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def translation(dx: float, dy: float, batch: int = 1, parts: int = 1) -> torch.Tensor:

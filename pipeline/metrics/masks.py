@@ -39,7 +39,8 @@ PROTOCOL_LIMBS: tuple[tuple[int, int], ...] = (
 )
 RADIUS = 4.0
 CLOSING = 5
-_EPS = 1e-7  # on-edge tolerance in pixels (skimage's polygon test uses the same order)
+_EPS = 1e-7  # on-edge tolerance in pixels: a centre on the rectangle's edge is inside
+
 
 def _solve_band(k: torch.Tensor, c: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | float):
     """Real interval of x with lo <= k * x + c <= hi (k, c broadcastable float64).

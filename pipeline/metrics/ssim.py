@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ImageBatch = "np.ndarray | torch.Tensor"
 
 
 def gaussian_taps(sigma: float = 1.5, truncate: float = 3.5, dtype=torch.float64) -> torch.Tensor:
@@ -52,16 +51,14 @@ def band_matrix(n: int, taps: torch.Tensor) -> torch.Tensor:
 def valid_filter(images: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """Separable 'valid' filtering of [..., H, W] -> [..., H - k + 1, W - k + 1].
 
-    Done as two large matrix products with banded matrices: on CPU this beats conv2d with
-    1-D kernels by ~5x, because it runs as a single GEMM per axis.
+    Two matrix products with banded matrices, first along W as one large GEMM, then along H
+    as a batched one; no transposed copies. On CPU this beats conv2d with 1-D kernels ~5x.
     """
     *lead, h, w = images.shape
     gh, gw = band_matrix(h, taps), band_matrix(w, taps)
-    flat = images.reshape(-1, h, w)
-    n = flat.shape[0]
-    rows = gh @ flat.transpose(0, 1).reshape(h, n * w)  # [H', N*W]
-    cols = rows.reshape(-1, w) @ gw.T  # [H'*N, W']
-    return cols.reshape(gh.shape[0], n, gw.shape[0]).transpose(0, 1).reshape(*lead, gh.shape[0], gw.shape[0])
+    rows = images.reshape(-1, w) @ gw.T  # [N*H, W']
+    out = torch.matmul(gh, rows.view(-1, h, gw.shape[0]))  # [N, H', W']
+    return out.view(*lead, gh.shape[0], gw.shape[0])
 
 
 def ssim_nchw(
@@ -103,7 +100,7 @@ def ssim(
     real,
     generated,
     *,
-    chunk: int = 256,
+    chunk: int = 64,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
@@ -112,13 +109,13 @@ def ssim(
     data_range is max - min of each generated image (all channels). Pairs are processed in
     chunks of `chunk` to bound memory (the moment stack is 5x the input in `dtype`).
     """
-    real_t, gen_t = as_nchw(real, dtype), as_nchw(generated, dtype)
-    if real_t.shape != gen_t.shape:
-        raise ValueError(f"shape mismatch: real {tuple(real_t.shape)} vs generated {tuple(gen_t.shape)}")
+    if real.shape != generated.shape:
+        raise ValueError(f"shape mismatch: real {tuple(real.shape)} vs generated {tuple(generated.shape)}")
     out = []
-    for s in range(0, real_t.shape[0], max(chunk, 1)):
-        x = real_t[s : s + chunk].to(device)
-        y = gen_t[s : s + chunk].to(device)
+    for s in range(0, real.shape[0], max(chunk, 1)):
+        # Convert per chunk: the float copies stay small enough for the CPU caches.
+        x = as_nchw(real[s : s + chunk], dtype).to(device)
+        y = as_nchw(generated[s : s + chunk], dtype).to(device)
         flat = y.flatten(1)
         dr = flat.amax(1) - flat.amin(1)
         out.append(ssim_nchw(x, y, dr).cpu())

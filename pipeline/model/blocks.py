@@ -1,8 +1,10 @@
 """Convolutional building blocks shared by the generator and the discriminator.
 
 All down/up-sampling convolutions are 4x4 with stride 2 and padding 1, so every block halves
-(or doubles) height and width exactly. Convolutions followed by instance normalisation carry
-no bias (the normalisation removes it anyway).
+(or doubles) height and width exactly. The decoder block can instead upsample by nearest 2x
+resize followed by a 3x3 convolution (up_block(..., upsample="resize")), which avoids the
+checkerboard artifacts of overlapping transposed-conv kernels. Convolutions followed by
+instance normalisation carry no bias (the normalisation removes it anyway).
 """
 from __future__ import annotations
 
@@ -41,14 +43,28 @@ def down_block(in_ch: int, out_ch: int, norm: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def up_block(in_ch: int, out_ch: int, dropout: float = 0.0) -> nn.Sequential:
-    """Decoder block [B, in, h, w] -> [B, out, 2h, 2w]: ReLU -> 4x4/2 transposed conv -> IN
-    (-> Dropout when dropout > 0). Transposed convolution, as in the paper's U-Net."""
-    layers: list[nn.Module] = [
-        nn.ReLU(),
-        nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
-        nn.InstanceNorm2d(out_ch, affine=True),
-    ]
+UPSAMPLE_MODES = ("transpose", "resize")
+
+
+def up_block(in_ch: int, out_ch: int, dropout: float = 0.0,
+             upsample: str = "transpose") -> nn.Sequential:
+    """Decoder block [B, in, h, w] -> [B, out, 2h, 2w]: ReLU -> upsampling conv -> IN
+    (-> Dropout when dropout > 0).
+
+    upsample "transpose": 4x4/2 transposed conv, as in the paper's U-Net.
+    upsample "resize": nearest 2x upsample -> 3x3 conv (padding 1); every output pixel sees
+    the same kernel taps, so there is no checkerboard pattern."""
+    if upsample == "transpose":
+        up: list[nn.Module] = [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1,
+                                                  bias=False)]
+    elif upsample == "resize":
+        # ReLU before the resize is equivalent (nearest copies values) and halves its work.
+        up = [nn.Upsample(scale_factor=2, mode="nearest"),
+              nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)]
+    else:
+        raise ValueError(f"up_block: upsample must be one of {UPSAMPLE_MODES}, "
+                         f"got {upsample!r}")
+    layers: list[nn.Module] = [nn.ReLU(), *up, nn.InstanceNorm2d(out_ch, affine=True)]
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)

@@ -11,8 +11,10 @@ Warping (cfg.warp): "parts" uses the 10 part masks/affines of pipeline.model.geo
 cfg.offsets, every warped level also gets a learned residual offset field (OffsetHead, zero at
 init) predicted from the affine-warped appearance and the pose features; the level is then
 re-warped with the affines plus that offset. With warp "none" and offsets on, the offsets act
-on the identity warp (a purely learned flow). With offsets off and warp "parts" this is the
-paper's generator.
+on the identity warp (a purely learned flow). Decoder upsampling (cfg.upsample): "transpose"
+is the paper's 4x4 stride-2 transposed convolution; "resize" is a nearest 2x upsample followed
+by a 3x3 convolution, which avoids checkerboard artifacts (see pipeline.model.blocks.up_block).
+With offsets off, warp "parts" and upsample "transpose" this is the paper's generator.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 
 from pipeline.config import ModelConfig
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.model.blocks import Encoder, OffsetHead, init_weights, up_block
+from pipeline.model.blocks import UPSAMPLE_MODES, Encoder, OffsetHead, init_weights, up_block
 from pipeline.model.geometry import part_geometry
 from pipeline.model.warp import affine_to_grid_theta, resize_masks, warp_parts
 
@@ -57,6 +59,9 @@ class Generator(nn.Module):
                              f"{factor} (2^(len(encoder_widths) - 1))")
         if cfg.warp not in ("none", "global", "parts") or cfg.warp_agg not in ("max", "avg"):
             raise ValueError(f"Generator: bad warp {cfg.warp!r} / warp_agg {cfg.warp_agg!r}")
+        if cfg.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"Generator: bad upsample {cfg.upsample!r}, "
+                             f"expected one of {UPSAMPLE_MODES}")
         self.cfg, self.height, self.width = cfg, height, width
         self.n_warped = min(WARPED_LEVELS, n_levels)
         self.appearance = Encoder(3 + NUM_JOINTS, enc)
@@ -64,7 +69,7 @@ class Generator(nn.Module):
         # Decoder block i produces level n_levels-2-i and is followed by that level's skips.
         ins = [2 * enc[-1]] + [dec[i - 1] + 2 * enc[n_levels - 1 - i] for i in range(1, len(dec))]
         self.decoder = nn.ModuleList(
-            up_block(ins[i], dec[i], cfg.dropout if i < DROPOUT_BLOCKS else 0.0)
+            up_block(ins[i], dec[i], cfg.dropout if i < DROPOUT_BLOCKS else 0.0, cfg.upsample)
             for i in range(len(dec))
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(dec[-1] + 2 * enc[0], 3, 3, padding=1),

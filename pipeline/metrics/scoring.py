@@ -1,0 +1,375 @@
+"""Score generated images against their real targets: per-pair metrics and the summary.
+
+Entry points
+  * score_batch(real, generated, kp_target)  per-pair arrays for one in-memory batch;
+  * Scorer                                    accumulates batches (per-pair rows plus the
+                                              Inception features FID/IS need) -> summary;
+  * score_folders(real_dir, generated_dir)    the standalone scorer over two folders.
+Metric definitions: pipeline/metrics/__init__.py. A metric that cannot be computed (no
+weights, no keypoints) is None in the summary with a `<metric>_reason` string.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.config import EvaluateConfig, PoseConfig
+from pipeline.keypoints import KP_COLUMNS, keypoints_array, present, read_annotation_csv, scale_keypoints
+from pipeline.metrics import detection, inception, lpips, masks, pixel, ssim
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FID_REFERENCE = "the real targets of the evaluated pairs (uint8 RGB, resized to 299x299 bilinear)"
+
+
+@dataclass
+class Models:
+    """Networks loaded once per run; None where unavailable, with the reason in *_info."""
+
+    inception: torch.nn.Module | None = None
+    inception_info: str = "not requested"
+    lpips: lpips.LPIPS | None = None
+    lpips_info: str = "not requested"
+    detector: Any = None  # pipeline.pose.PoseModel
+    detector_info: str = "not requested"
+    pose_cfg: PoseConfig = field(default_factory=PoseConfig)
+    device: str = "cpu"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_models(
+    cfg: EvaluateConfig,
+    pose_cfg: PoseConfig | None = None,
+    *,
+    use_inception: bool = True,
+    use_lpips: bool = True,
+    use_detector: bool = True,
+    allow_download: bool = True,
+    device: str | None = None,
+) -> Models:
+    """Load what cfg points at. Missing weights never raise: the metric becomes None."""
+    pose_cfg = pose_cfg or PoseConfig()
+    device = device or default_device()
+    m = Models(pose_cfg=pose_cfg, device=device)
+    if use_inception:
+        m.inception, m.inception_info = inception.load_inception(
+            cfg.inception_weights, allow_download=allow_download, device=device
+        )
+    if use_lpips:
+        m.lpips, m.lpips_info = lpips.load_lpips(
+            cfg.lpips_weights, cfg.alexnet_weights, allow_download=allow_download, device=device
+        )
+    if use_detector:
+        weights = cfg.pose_weights or pose_cfg.weights
+        try:
+            m.detector = detection.load_detector(weights, "cuda:0" if device == "cuda" else device)
+            m.detector_info = f"ultralytics YOLO pose {m.detector.label} (not the papers' SSD)"
+        except Exception as exc:  # missing file, offline: report, never invent numbers
+            m.detector_info = f"pose model {weights!r} unavailable: {type(exc).__name__}: {exc}"
+    return m
+
+
+# --------------------------------------------------------------------------- one batch
+
+
+def score_batch(
+    real,
+    generated,
+    kp_target=None,
+    *,
+    models: Models | None = None,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Per-pair metrics of one batch.
+
+    real, generated: uint8 [B, H, W, 3] RGB; kp_target: [B, 18, >=2] (x, y) pixels of the
+    real images, -1 missing, or None. Returns float64/int64 arrays [B]: ssim, l1, and when
+    kp_target is given mask_ssim, masked_l1 (NaN for images without any joint); lpips and ds
+    when those models are loaded; pckh_correct / pckh_total with a detector and keypoints.
+    """
+    real, generated = np.asarray(real), np.asarray(generated)
+    if real.shape != generated.shape or real.ndim != 4 or real.shape[-1] != 3:
+        raise ValueError(f"expected real and generated uint8 [B, H, W, 3] of one shape, got {real.shape} and {generated.shape}")
+    models = models or Models()
+    b, h, w = real.shape[:3]
+    out: dict[str, np.ndarray] = {
+        "ssim": ssim.ssim(real, generated, device=models.device),
+        "l1": pixel.l1(real, generated),
+    }
+    if kp_target is not None:
+        kp = np.asarray(kp_target, dtype=np.float64)[..., :2]
+        if kp.shape != (b, 18, 2):
+            raise ValueError(f"kp_target: expected [{b}, 18, 2], got {kp.shape}")
+        m = masks.person_masks(kp, h, w)
+        real_m, gen_m = masks.apply_masks(real, m), masks.apply_masks(generated, m)
+        has = present(kp).any(1)
+        out["mask_ssim"] = np.where(has, ssim.ssim(real_m, gen_m, device=models.device), np.nan)
+        out["masked_l1"] = pixel.masked_l1(real, generated, m)
+    if models.lpips is not None:
+        out["lpips"] = lpips.lpips_distance(real, generated, models.lpips, batch_size=batch_size, device=models.device)
+    if models.detector is not None:
+        score, kp_gen = detection.detect(generated, models.detector, models.pose_cfg)
+        out["ds"] = score
+        if kp_target is not None:
+            out["pckh_correct"], out["pckh_total"] = detection.pckh(kp_gen, kp_target)
+    return out
+
+
+# --------------------------------------------------------------------------- accumulation
+
+
+class Scorer:
+    """Accumulates batches; `result()` gives (summary dict, per-pair DataFrame).
+
+    FID uses the real targets of the added pairs as its reference set; IS / mask-IS use the
+    generated and the masked generated images. Inception outputs are kept per batch (float32).
+    """
+
+    def __init__(self, models: Models, *, batch_size: int = 32, real_pckh: bool = False):
+        self.models = models
+        self.batch_size = batch_size
+        self.real_pckh = real_pckh
+        self.rows: list[pd.DataFrame] = []
+        self.feats: dict[str, list[np.ndarray]] = {"real": [], "gen": [], "gen_masked": []}
+        self.logits: dict[str, list[np.ndarray]] = {"gen": [], "gen_masked": []}
+        self.real_hits = [0, 0]
+        self.had_keypoints = False
+
+    def add(self, names: Sequence[str], real, generated, kp_target=None, *, generated_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        real, generated = np.asarray(real), np.asarray(generated)
+        per = score_batch(real, generated, kp_target, models=self.models, batch_size=self.batch_size)
+        table = pd.DataFrame({"name": list(names), "generated": list(generated_names or names), **per})
+        if kp_target is not None:
+            self.had_keypoints = True
+            table["has_keypoints"] = present(np.asarray(kp_target)[..., :2]).any(1)
+        self.rows.append(table)
+        net = self.models.inception
+        if net is not None:
+            for key, images in (("real", real), ("gen", generated)):
+                f, lg = inception.inception_outputs(images, net, batch_size=self.batch_size, device=self.models.device)
+                self.feats[key].append(f.astype(np.float32))
+                if key == "gen":
+                    self.logits["gen"].append(lg.astype(np.float32))
+            if kp_target is not None:
+                m = masks.person_masks(np.asarray(kp_target)[..., :2], *real.shape[1:3])
+                _, lg = inception.inception_outputs(masks.apply_masks(generated, m), net, batch_size=self.batch_size, device=self.models.device)
+                self.logits["gen_masked"].append(lg.astype(np.float32))
+        if self.real_pckh and self.models.detector is not None and kp_target is not None:
+            _, kp_real = detection.detect(real, self.models.detector, self.models.pose_cfg)
+            c, t = detection.pckh(kp_real, kp_target)
+            self.real_hits[0] += int(c.sum())
+            self.real_hits[1] += int(t.sum())
+        return per
+
+    def result(self) -> tuple[dict[str, Any], pd.DataFrame]:
+        table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame()
+        s: dict[str, Any] = {"n_pairs": int(len(table))}
+        s["ssim"] = _mean(table, "ssim")
+        s["l1"] = _mean(table, "l1")
+        no_kp = "no target keypoints (pass --keypoints, or --detect-keypoints)"
+        for key in ("mask_ssim", "masked_l1"):
+            _put(s, key, _mean(table, key), no_kp if not self.had_keypoints else "no pair has target keypoints")
+        if self.had_keypoints:
+            s["n_pairs_with_keypoints"] = int(table["has_keypoints"].sum())
+        _put(s, "lpips", _mean(table, "lpips"), self.models.lpips_info)
+        _put(s, "ds", _mean(table, "ds"), self.models.detector_info)
+        if "pckh_total" in table and table["pckh_total"].sum() > 0:
+            s["pckh"] = float(table["pckh_correct"].sum() / table["pckh_total"].sum())
+        else:
+            _put(s, "pckh", None, self.models.detector_info if self.models.detector is None else no_kp)
+        if self.real_pckh:
+            _put(s, "pckh_real", self.real_hits[0] / self.real_hits[1] if self.real_hits[1] else None,
+                 self.models.detector_info if self.models.detector is None else no_kp)
+        self._inception_summary(s)
+        return s, table
+
+    def _inception_summary(self, s: dict[str, Any]) -> None:
+        reason = self.models.inception_info if self.models.inception is None else None
+        s.update({"fid": None, "is": None, "is_std": None, "mask_is": None, "mask_is_std": None})
+        if reason is not None:
+            for key in ("fid", "is", "mask_is"):
+                s[f"{key}_reason"] = reason
+            return
+        real, gen = np.concatenate(self.feats["real"]), np.concatenate(self.feats["gen"])
+        try:
+            s["fid"] = inception.fid_from_features(real, gen)
+        except ValueError as exc:
+            s["fid_reason"] = str(exc)
+        s["is"], s["is_std"] = inception.inception_score(np.concatenate(self.logits["gen"]))
+        if self.logits["gen_masked"]:
+            s["mask_is"], s["mask_is_std"] = inception.inception_score(np.concatenate(self.logits["gen_masked"]))
+        else:
+            s["mask_is_reason"] = "no target keypoints (pass --keypoints, or --detect-keypoints)"
+        s["fid_reference"] = FID_REFERENCE
+        s["inception"] = self.models.inception_info
+
+
+def _mean(table: pd.DataFrame, key: str) -> float | None:
+    if key not in table or table[key].notna().sum() == 0:
+        return None
+    return float(np.nanmean(table[key].to_numpy(np.float64)))
+
+
+def _put(s: dict[str, Any], key: str, value: float | None, reason: str) -> None:
+    s[key] = value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        s[key] = None
+        s[f"{key}_reason"] = reason
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def list_images(folder: str | Path) -> dict[str, Path]:
+    """{file stem: path} of the images in a folder; two files with one stem is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            if p.stem in found:
+                raise ValueError(f"{folder}: both {found[p.stem].name} and {p.name} have the name {p.stem!r}")
+            found[p.stem] = p
+    if not found:
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return found
+
+
+def match_folders(real_dir: str | Path, generated_dir: str | Path) -> list[tuple[Path, Path]]:
+    """(real, generated) path pairs matched by file stem, in sorted order.
+
+    Raises ValueError listing the names present in only one folder.
+    """
+    real, gen = list_images(real_dir), list_images(generated_dir)
+    only_real, only_gen = sorted(set(real) - set(gen)), sorted(set(gen) - set(real))
+    if only_real or only_gen:
+        def show(names: list[str]) -> str:
+            return ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+
+        parts = []
+        if only_real:
+            parts.append(f"only in {real_dir}: {show(only_real)}")
+        if only_gen:
+            parts.append(f"only in {generated_dir}: {show(only_gen)}")
+        raise ValueError("real and generated folders do not match; " + "; ".join(parts))
+    return [(real[k], gen[k]) for k in _natural(real)]
+
+
+def _natural(names) -> list[str]:
+    """Numbers in numeric order (2 before 10), otherwise plain string order."""
+    return sorted(names, key=lambda n: (0, int(n), "") if n.isdigit() else (1, 0, n))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: cannot decode image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode matched pairs -> (real, generated) uint8 [B, H, W, 3]; sizes must agree."""
+    real, gen = [], []
+    for rp, gp in pairs:
+        r, g = read_rgb(rp), read_rgb(gp)
+        if r.shape != g.shape:
+            raise ValueError(f"{gp}: size {g.shape[1]}x{g.shape[0]} differs from its real target {rp} ({r.shape[1]}x{r.shape[0]})")
+        if real and r.shape != real[0].shape:
+            raise ValueError(f"{rp}: size {r.shape[1]}x{r.shape[0]} differs from {pairs[0][0]} ({real[0].shape[1]}x{real[0].shape[0]})")
+        real.append(r)
+        gen.append(g)
+    return np.stack(real), np.stack(gen)
+
+
+def load_keypoints(path: str | Path, names: Sequence[str], image_hw: tuple[int, int]) -> np.ndarray:
+    """Target keypoints [N, 18, 2] (x, y) for real file names; rows of -1 for names absent.
+
+    path: a keypoint-table Parquet (scaled from its width/height to image_hw when they
+    differ) or a canonical annotation CSV (taken as pixels of the images as they are).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: keypoint file not found")
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+        missing = [c for c in ("name", *KP_COLUMNS) if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: not a keypoint table, missing columns {missing[:4]}")
+        kp = keypoints_array(table)[..., :2]
+        if {"width", "height"} <= set(table.columns):
+            wh = table[["width", "height"]].to_numpy(np.float32)
+            known = (wh > 0).all(1)
+            scaled = scale_keypoints(kp, np.where(known[:, None], wh, [image_hw[1], image_hw[0]]), image_hw)
+            kp = np.where(known[:, None, None], scaled, kp)
+        lookup = dict(zip(table["name"].astype(str), kp))
+    elif path.suffix in (".csv", ".txt"):
+        csv_names, kp = read_annotation_csv(path)
+        lookup = dict(zip(csv_names, kp))
+    else:
+        raise ValueError(f"{path}: keypoints must be a keypoint-table .parquet or a canonical annotation .csv")
+    out = np.full((len(names), 18, 2), -1.0, dtype=np.float32)
+    for i, n in enumerate(names):
+        if n in lookup:
+            out[i] = lookup[n]
+    return out
+
+
+def score_folders(
+    real_dir: str | Path,
+    generated_dir: str | Path,
+    keypoints: str | Path | None = None,
+    cfg: EvaluateConfig | None = None,
+    *,
+    pose_cfg: PoseConfig | None = None,
+    detect_keypoints: bool = False,
+    real_pckh: bool = False,
+    models: Models | None = None,
+    allow_download: bool = True,
+    chunk: int = 512,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the generated images of one folder against the same-named real targets.
+
+    keypoints: target keypoints file keyed by the REAL file names (see load_keypoints).
+    Without it and with detect_keypoints, the pose model's keypoints on the real targets are
+    used for the masks and PCKh (said so in the summary's keypoints_source).
+    Returns (summary, per-pair table).
+    """
+    cfg = cfg or EvaluateConfig()
+    pose_cfg = pose_cfg or PoseConfig()
+    pairs = match_folders(real_dir, generated_dir)
+    if cfg.max_pairs is not None:
+        pairs = pairs[: cfg.max_pairs]
+    if models is None:
+        models = load_models(cfg, pose_cfg, allow_download=allow_download)
+    if keypoints is None and detect_keypoints and models.detector is None:
+        raise RuntimeError(f"--detect-keypoints needs the pose model: {models.detector_info}")
+    scorer = Scorer(models, batch_size=cfg.batch_size, real_pckh=real_pckh and keypoints is not None)
+    source = "none"
+    for s in range(0, len(pairs), chunk):
+        part = pairs[s : s + chunk]
+        real, gen = load_pairs(part)
+        names = [rp.name for rp, _ in part]
+        kp = None
+        if keypoints is not None:
+            kp = load_keypoints(keypoints, names, real.shape[1:3])
+            source = f"target keypoints from {keypoints}"
+        elif detect_keypoints:
+            _, det = detection.detect(real, models.detector, pose_cfg)
+            kp = det[..., :2]
+            source = f"detected on the real targets by {models.detector.label} (fallback, not annotations)"
+        scorer.add(names, real, gen, kp, generated_names=[gp.name for _, gp in part])
+    summary, table = scorer.result()
+    summary["keypoints_source"] = source
+    summary["image_size"] = list(read_rgb(pairs[0][0]).shape[:2])
+    summary["real_dir"], summary["generated_dir"] = str(real_dir), str(generated_dir)
+    return summary, table

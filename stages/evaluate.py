@@ -1,0 +1,177 @@
+"""DVC stage `evaluate`: protocol metrics of generated images (pipeline/metrics).
+
+Model mode (the DVC stage; no --real/--generated): generate every test pair with
+<paths.models>/generator.pt, score the model, the copy-the-source baseline and the real
+targets, write <paths.evaluation>/{images/, grid.png, per_pair.parquet} and the metrics JSON
+(paths.eval_metrics), and log both into the model's MLflow training run:
+
+    python -m stages.evaluate [--params params.yaml] [--model FILE] [--pairs FILE] [--out-dir DIR]
+
+Standalone mode, on two folders of images matched by file name:
+
+    python -m stages.evaluate --real DIR --generated DIR [--keypoints FILE] [--detect-keypoints]
+        [--real-pckh] [--pose-weights FILE] [--out metrics.json] [--per-pair FILE.parquet] [--params params.yaml]
+
+--keypoints: target keypoints keyed by the real file names (keypoint-table Parquet or
+canonical annotation CSV). Without it, --detect-keypoints runs the pose model on the real
+targets to get them (for mask-SSIM / mask-IS / PCKh; the JSON says so). Metrics that cannot
+be computed offline (no Inception / LPIPS weights) are null with a reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, Params, load_params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default=None, help="params file (default: params.yaml if present)")
+    standalone = ap.add_argument_group("standalone mode (score two folders)")
+    standalone.add_argument("--real", default=None, help="folder of real target images")
+    standalone.add_argument("--generated", default=None, help="folder of generated images (same file names)")
+    standalone.add_argument("--keypoints", default=None, help="target keypoints (.parquet table or canonical .csv)")
+    standalone.add_argument("--detect-keypoints", action="store_true",
+                            help="without --keypoints: detect target keypoints on the real images")
+    standalone.add_argument("--real-pckh", action="store_true", help="also PCKh of the real targets (upper bound)")
+    ap.add_argument("--pose-weights", default=None, help="YOLO pose weights; overrides evaluate.pose_weights")
+    standalone.add_argument("--max-pairs", type=int, default=None, help="overrides evaluate.max_pairs")
+    trained = ap.add_argument_group("model mode (default: generate the test pairs with the trained model)")
+    trained.add_argument("--model", default=None, help="generator file (default: <paths.models>/generator.pt)")
+    trained.add_argument("--pairs", default=None, help="pairs Parquet (default: paths.pairs; its 'test' rows)")
+    trained.add_argument("--out-dir", default=None, help="images, grid and per-pair table (default: paths.evaluation)")
+    trained.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    ap.add_argument("--out", default=None, help="metrics JSON; overrides paths.eval_metrics")
+    ap.add_argument("--per-pair", default=None, help="per-pair metrics Parquet (optional)")
+    return ap
+
+
+def load(path: str | None) -> Params:
+    """params.yaml (or the given file); built-in defaults when no file was named and none exists."""
+    if path is None:
+        return load_params("params.yaml") if Path("params.yaml").is_file() else Params()
+    return load_params(path)
+
+
+def json_ready(obj: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively (strict JSON for DVC)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def run_standalone(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    import dataclasses
+
+    from pipeline.metrics.scoring import score_folders
+
+    cfg = params.evaluate
+    if args.max_pairs is not None:
+        cfg = dataclasses.replace(cfg, max_pairs=args.max_pairs)
+    if args.pose_weights is not None:
+        cfg = dataclasses.replace(cfg, pose_weights=args.pose_weights)
+    summary, table = score_folders(
+        args.real, args.generated, args.keypoints, cfg,
+        pose_cfg=params.pose, detect_keypoints=args.detect_keypoints, real_pckh=args.real_pckh,
+    )
+    if args.per_pair:
+        Path(args.per_pair).parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(args.per_pair, index=False)
+    return summary
+
+
+def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    """Generate every test pair with the trained generator, score model / copy-the-source /
+    real targets, write images, grid and per-pair table, and log into the training run."""
+    import dataclasses
+
+    import torch
+
+    from pipeline.device import select_device
+    from pipeline.evaluation import evaluate_model
+    from pipeline.metrics.scoring import load_models
+
+    paths, cfg = params.paths, params.evaluate
+    if args.pose_weights is not None:
+        cfg = dataclasses.replace(cfg, pose_weights=args.pose_weights)
+    if args.max_pairs is not None:
+        cfg = dataclasses.replace(cfg, max_pairs=args.max_pairs)
+    threads = torch.get_num_threads()
+    device = select_device(params.train.device)
+    models = load_models(cfg, params.pose, device=device.type)
+    torch.set_num_threads(threads)  # importing ultralytics sets OMP_NUM_THREADS=1
+    generator = Path(args.model or Path(paths.models) / "generator.pt")
+    summary, table = evaluate_model(
+        generator, args.pairs or paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
+        paths.dataset, args.out_dir or paths.evaluation, cfg, str(device),
+        None if args.no_tracking else params.tracking, models,
+    )
+    if args.per_pair:
+        Path(args.per_pair).parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(args.per_pair, index=False)
+    return summary
+
+
+def format_summary(summary: dict[str, Any], indent: str = "  ") -> str:
+    """Readable lines; a null metric shows its reason; nested groups (model mode) indent."""
+    lines = []
+    for key, value in summary.items():
+        if key.endswith("_reason") or key.endswith("_std"):
+            continue
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(format_summary(value, indent + "  "))
+            continue
+        if value is None and f"{key}_reason" in summary:
+            value = f"null ({summary[key + '_reason']})"
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        lines.append(f"{indent}{key}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        params = load(args.params)
+    except ConfigError as exc:
+        sys.exit(f"evaluate: {exc}")
+
+    if args.real or args.generated:
+        if not (args.real and args.generated):
+            ap.error("standalone mode needs both --real and --generated")
+        try:
+            summary = run_standalone(args, params)
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            sys.exit(f"evaluate: {exc}")
+    else:
+        from pipeline.checkpoint import CheckpointError
+        from pipeline.data import DataError
+
+        try:
+            summary = run_model(args, params)
+        except (FileNotFoundError, ValueError, RuntimeError, CheckpointError, DataError) as exc:
+            sys.exit(f"evaluate: {exc}")
+
+    out = Path(args.out or params.paths.eval_metrics)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(json_ready(summary), indent=2) + "\n")
+    print(f"evaluate: {summary.get('n_pairs', summary.get('pairs', 0))} pairs -> {out}")
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The scorer: one batch, accumulation (FID/IS via an injected network), folders, the stage."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pipeline.config import EvaluateConfig
+from pipeline.keypoints import J, write_annotation_csv
+from pipeline.metrics.scoring import Models, Scorer, match_folders, score_batch, score_folders
+
+USERSTUDY = "data/deformable-gan-userstudy"
+OFFLINE = EvaluateConfig(inception_weights="/nonexistent/inception.pth", lpips_weights="/nonexistent/alex.pth")
+
+
+class TinyFeatures(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        f = self.conv(x / 255.0).mean(dim=(2, 3))
+        return f, self.fc(f)
+
+
+def standing_pose() -> np.ndarray:
+    kp = np.full((18, 2), -1.0)
+    for name, xy in {"nose": (32, 12), "neck": (32, 24), "r_shoulder": (24, 26), "l_shoulder": (40, 26),
+                     "r_hip": (27, 64), "l_hip": (37, 64), "r_knee": (27, 90), "l_knee": (37, 90)}.items():
+        kp[J[name]] = xy
+    return kp
+
+
+def copy_pairs(tmp_path, src, ids):
+    """Copy user-study pairs `ids` into tmp real/ and gen/ folders."""
+    real, gen = tmp_path / "real", tmp_path / "gen"
+    real.mkdir(exist_ok=True), gen.mkdir(exist_ok=True)
+    for i in ids:
+        shutil.copy(src / "real" / f"{i}.jpg", real / f"{i}.jpg")
+        shutil.copy(src / "generated" / f"{i}.jpg", gen / f"{i}.jpg")
+    return real, gen
+
+
+def test_score_batch_identical_images():
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (3, 128, 64, 3), dtype=np.uint8)
+    kp = np.stack([standing_pose()] * 3)
+    kp[2] = -1  # no keypoints for the last pair: its mask metrics are undefined
+    out = score_batch(real, real.copy(), kp)
+    np.testing.assert_allclose(out["ssim"], 1.0, atol=1e-6)
+    assert (out["l1"] == 0).all()
+    np.testing.assert_allclose(out["mask_ssim"][:2], 1.0, atol=1e-6)
+    assert (out["masked_l1"][:2] == 0).all()
+    assert np.isnan(out["mask_ssim"][2]) and np.isnan(out["masked_l1"][2])
+    assert "lpips" not in out and "ds" not in out  # no models given
+    with pytest.raises(ValueError, match="kp_target"):
+        score_batch(real, real, kp[:, :17])
+
+
+def test_mask_ssim_ignores_the_background():
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (1, 128, 64, 3), dtype=np.uint8)
+    gen = real.copy()
+    gen[:, :, 55:] = 0  # change only pixels far from the body
+    out = score_batch(real, gen, standing_pose()[None])
+    assert out["ssim"][0] < 0.99 and out["mask_ssim"][0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_scorer_with_injected_feature_network():
+    rng = np.random.default_rng(2)
+    real = rng.integers(0, 256, (12, 32, 24, 3), dtype=np.uint8)
+    gen = np.clip(real.astype(int) + rng.integers(-30, 30, real.shape), 0, 255).astype(np.uint8)
+    kp = np.tile(standing_pose()[None] / 4, (12, 1, 1))
+    scorer = Scorer(Models(inception=TinyFeatures().eval(), inception_info="tiny"), batch_size=5)
+    for s in (0, 7):
+        scorer.add([f"{i}.jpg" for i in range(s, s + (7 if s == 0 else 5))], real[s:s + 7], gen[s:s + 7], kp[s:s + 7])
+    summary, table = scorer.result()
+    assert summary["n_pairs"] == 12 and len(table) == 12
+    assert summary["fid"] > 0 and 1.0 <= summary["is"] <= 3.0 and 1.0 <= summary["mask_is"] <= 3.0
+    assert "real targets" in summary["fid_reference"]
+    assert summary["lpips"] is None and summary["lpips_reason"] == "not requested"
+    same = Scorer(Models(inception=TinyFeatures().eval()))
+    same.add(list("abcdef"), real[:6], real[:6])
+    s2, _ = same.result()
+    assert abs(s2["fid"]) < 1e-5 and s2["mask_ssim"] is None and "keypoints" in s2["mask_ssim_reason"]
+
+
+def test_folders_must_match(tmp_path, shared):
+    src = shared(USERSTUDY)
+    real, gen = copy_pairs(tmp_path, src, range(3))
+    shutil.copy(src / "real" / "3.jpg", real / "3.jpg")
+    shutil.copy(src / "generated" / "4.jpg", gen / "4.jpg")
+    with pytest.raises(ValueError, match=r"only in .*real: 3.*only in .*gen: 4"):
+        match_folders(real, gen)
+    (real / "3.jpg").unlink(), (gen / "4.jpg").unlink()
+    assert [p.name for p, _ in match_folders(real, gen)] == ["0.jpg", "1.jpg", "2.jpg"]
+    import cv2  # a generated image of another size is an error naming the file
+    cv2.imwrite(str(gen / "2.jpg"), np.zeros((64, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"2\.jpg: size 32x64"):
+        score_folders(real, gen, cfg=OFFLINE, allow_download=False)
+
+
+def test_userstudy_end_to_end_with_detected_keypoints(shared):
+    src = shared(USERSTUDY)
+    weights = shared("weights/yolo11n-pose.pt")
+    cfg = EvaluateConfig(inception_weights=OFFLINE.inception_weights, lpips_weights=OFFLINE.lpips_weights,
+                         pose_weights=str(weights))
+    summary, table = score_folders(src / "real", src / "generated", cfg=cfg, detect_keypoints=True,
+                                   allow_download=False)
+    assert summary["n_pairs"] == 55 and len(table) == 55
+    assert 0.2 < summary["ssim"] < 0.5 and 0.6 < summary["mask_ssim"] < 0.95
+    assert summary["mask_ssim"] > summary["ssim"]
+    assert "detected on the real targets" in summary["keypoints_source"]
+    assert 0.5 < summary["ds"] <= 1 and 0 < summary["pckh"] <= 1
+    for key in ("fid", "is", "mask_is", "lpips"):
+        assert summary[key] is None and summary[f"{key}_reason"]
+    assert table["name"].tolist()[:3] == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+def test_keypoint_file_and_the_stage_cli(tmp_path, shared):
+    real, gen = copy_pairs(tmp_path, shared(USERSTUDY), range(4))
+    csv = tmp_path / "kp.csv"
+    write_annotation_csv(csv, ["0.jpg", "1.jpg", "2.jpg"], np.stack([standing_pose()] * 3))  # 3.jpg absent
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "evaluate:\n  inception_weights: /nonexistent/inception.pth\n  lpips_weights: /nonexistent/alex.pth\n"
+        "  pose_weights: /nonexistent/pose.pt\n"
+    )
+    from stages.evaluate import main
+
+    out, per_pair = tmp_path / "m" / "metrics.json", tmp_path / "pp.parquet"
+    assert main(["--params", str(params), "--real", str(real), "--generated", str(gen), "--keypoints", str(csv),
+                 "--out", str(out), "--per-pair", str(per_pair)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["n_pairs"] == 4 and metrics["n_pairs_with_keypoints"] == 3
+    assert 0 < metrics["ssim"] < 1 and 0 < metrics["mask_ssim"] < 1
+    assert metrics["fid"] is None and "file not found" in metrics["fid_reason"]
+    assert metrics["ds"] is None and "unavailable" in metrics["ds_reason"]
+    table = pd.read_parquet(per_pair)
+    assert len(table) == 4 and np.isnan(table["mask_ssim"].iloc[3])
+    with pytest.raises(SystemExit):
+        main(["--params", str(params), "--real", str(real)])
