@@ -6,7 +6,7 @@ Prints:
 1. part_geometry + affine_to_grid_theta per batch (B x 128 x 64) in batched torch, against a
    straightforward per-sample numpy implementation of the same geometry written below, and
    how closely the two agree (affines, validity, masks).
-2. A generator forward + backward at the paper widths (params.yaml defaults) on the same
+2. A generator forward + backward at the paper widths (ModelConfig defaults) on the same
    batch, the geometry's share of it (target: < 5%), and the share of the part warps.
 Pose pairs are real Market-1501 test pairs when ../shared is present, jittered synthetic
 poses otherwise. Figures only, nothing asserted.

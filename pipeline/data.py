@@ -46,6 +46,16 @@ def read_image(path: str | Path, height: int, width: int) -> np.ndarray:
     return (rgb.astype(np.float32) / 127.5) - 1.0
 
 
+def _rows_by_name(table: pd.DataFrame, names: np.ndarray, what: str) -> pd.DataFrame:
+    """The rows of `table` for `names`, in that order; DataError listing names it lacks."""
+    table = table.drop_duplicates("name")
+    table = table.set_index(table["name"].astype(str))
+    absent = [n for n in names if n not in table.index]
+    if absent:
+        raise DataError(f"{what}: {len(absent)} paired image(s) missing, e.g. {absent[:3]}")
+    return table.loc[list(names)]
+
+
 class PairDataset(Dataset):
     """Pairs of one split joined with the manifest, keypoint table and heatmap store.
 
@@ -87,21 +97,11 @@ class PairDataset(Dataset):
         self.pair_a = lookup.get_indexer(sel["from"].astype(str)).astype(np.int64)
         self.pair_b = lookup.get_indexer(sel["to"].astype(str)).astype(np.int64)
 
-        man = manifest.drop_duplicates("name")
-        man = man.set_index(man["name"].astype(str))
-        absent = [n for n in self.names if n not in man.index]
-        if absent:
-            raise DataError(f"manifest: {len(absent)} paired image(s) not listed, e.g. {absent[:3]}")
-        man = man.loc[list(self.names)]
+        man = _rows_by_name(manifest, self.names, "manifest")
         root = Path(dataset_dir)
         self.paths: list[str] = [str(root / p) for p in man["path"].astype(str)]
 
-        kpt = keypoints_table.drop_duplicates("name")
-        kpt = kpt.set_index(kpt["name"].astype(str))
-        absent = [n for n in self.names if n not in kpt.index]
-        if absent:
-            raise DataError(f"keypoint table: {len(absent)} paired image(s) missing, e.g. {absent[:3]}")
-        kpt = kpt.loc[list(self.names)]
+        kpt = _rows_by_name(keypoints_table, self.names, "keypoint table")
         src_wh = self._source_sizes(kpt, man)
         self.keypoints = scale_keypoints(keypoints_array(kpt), src_wh, (self.height, self.width))
 
