@@ -42,5 +42,5 @@ def test_data_stages_repro_cache_and_rerun(tmp_path):
     update_params(proj / "params.yaml", {"heatmaps.sigma": 4.0})
     third = dvc("repro", "pairs", cwd=proj)
     assert stages_run(third.stdout) == ["heatmaps", "pairs"]
-    status = dvc("status", cwd=proj)
+    status = dvc("status", "pairs", cwd=proj)
     assert "up to date" in status.stdout
