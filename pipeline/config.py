@@ -147,6 +147,7 @@ class EvaluateConfig:
     alexnet_weights: str | None = None  # torchvision AlexNet state dict for LPIPS; null = cache/download
     pose_weights: str | None = None
     grid_pairs: int = 8
+    download: bool = True  # may fetch missing Inception / AlexNet weights (torchvision)
 
 
 @dataclass(frozen=True)

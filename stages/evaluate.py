@@ -84,6 +84,7 @@ def run_standalone(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     summary, table = score_folders(
         args.real, args.generated, args.keypoints, cfg,
         pose_cfg=params.pose, detect_keypoints=args.detect_keypoints, real_pckh=args.real_pckh,
+        allow_download=cfg.download,
     )
     if args.per_pair:
         Path(args.per_pair).parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, max_pairs=args.max_pairs)
     threads = torch.get_num_threads()
     device = select_device(params.train.device)
-    models = load_models(cfg, params.pose, device=device.type)
+    models = load_models(cfg, params.pose, device=device.type, allow_download=cfg.download)
     torch.set_num_threads(threads)  # importing ultralytics sets OMP_NUM_THREADS=1
     generator = Path(args.model or Path(paths.models) / "generator.pt")
     summary, table = evaluate_model(

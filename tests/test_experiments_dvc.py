@@ -34,6 +34,7 @@ def tiny_settings() -> dict:
         "train.sample_every": 3,
         "evaluate.batch_size": 4,
         "evaluate.grid_pairs": 2,
+        "evaluate.download": False,  # tests never fetch weights, even on a machine online
     }
     # The NN loss needs VGG19 weights; offline they come from ../shared. Without them the
     # experiment varies the L1 weight instead, so the test still runs end to end.
