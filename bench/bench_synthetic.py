@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import SyntheticConfig  # noqa: E402
 from pipeline.keypoints import LIMBS, present  # noqa: E402

@@ -13,14 +13,13 @@ losses, images/s and sample grids.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -38,12 +37,13 @@ from pipeline.checkpoint import (
 )
 from pipeline.config import Params, PathsConfig
 from pipeline.device import DeviceSetup, DistInfo, dist_from_env, distributed, setup_device
+from pipeline.gan_trainer import BATCH_KEYS, build_trainer
+from pipeline.loss_history import LossHistory, write_plots
 
 CHECKPOINT_DIR = "checkpoints"
 GENERATOR_FILE = "generator.pt"
 SMOOTH_STEPS = 100  # "smoothed" losses in the metrics JSON: mean over the last 100 steps
 GRID_SAMPLES = 8
-BATCH_KEYS = ("xa", "xb", "ha", "hb", "kpa", "kpb")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,153 +67,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------- one GAN step
-
-
-class GanTrainer:
-    """Generator, discriminator, their optimisers, the loss and the AMP scaler.
-
-    step(batch) runs one D step and one G step and returns the detached loss terms
-    (g_* from LossComputer.generator plus g_total, d_* from .discriminator).
-    G and D may be DistributedDataParallel wrappers.
-    """
-
-    def __init__(self, G: nn.Module, D: nn.Module, losses: nn.Module, setup: DeviceSetup,
-                 lr: float, betas: tuple[float, float]):
-        self.G, self.D, self.losses, self.setup = G, D, losses, setup
-        self.opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=tuple(betas))
-        self.opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=tuple(betas))
-        self.scaler = setup.grad_scaler()
-
-    def to_device(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        dev, cl = self.setup.device, self.setup.channels_last
-        out = {}
-        for key in BATCH_KEYS:
-            t = batch[key].to(dev, non_blocking=True)
-            if cl and t.dim() == 4:
-                t = t.contiguous(memory_format=torch.channels_last)
-            out[key] = t
-        return out
-
-    @contextlib.contextmanager
-    def _d_frozen(self) -> Iterator[None]:
-        """D as a fixed function during the G step: no weight grads, no DDP grad sync."""
-        params = list(self.D.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        sync = self.D.no_sync() if hasattr(self.D, "no_sync") else contextlib.nullcontext()
-        try:
-            with sync:
-                yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-
-    def step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        b = self.to_device(batch)
-        xa, xb, ha, hb = b["xa"], b["xb"], b["ha"], b["hb"]
-        with self.setup.autocast():
-            fake = self.G(xa, ha, hb, b["kpa"], b["kpb"])
-        image, offsets = fake.image, fake.offsets
-
-        # D step: real and fake in one batch (instance norm is per sample, so this equals
-        # two passes) -> a single DDP forward per backward.
-        with self.setup.autocast():
-            logits = self.D(torch.cat([xa, xa]), torch.cat([ha, ha]),
-                            torch.cat([xb, image.detach()]), torch.cat([hb, hb]))
-            real_logits, fake_logits = logits.chunk(2)
-            d_total, d_terms = self.losses.discriminator(real_logits, fake_logits)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler.scale(d_total).backward()
-        self.scaler.step(self.opt_d)
-
-        # G step.
-        with self._d_frozen(), self.setup.autocast():
-            g_logits = self.D(xa, ha, image, hb)
-            g_total, g_terms = self.losses.generator(image, xb, g_logits, offsets)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(g_total).backward()
-        self.scaler.step(self.opt_g)
-        self.scaler.update()
-
-        terms = {f"g_{k}" if not k.startswith("g_") else k: v for k, v in g_terms.items()}
-        terms["g_total"] = g_total.detach()
-        terms.update({k if k.startswith("d") else f"d_{k}": v for k, v in d_terms.items()})
-        return terms
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "G": unwrap(self.G).state_dict(),
-            "D": unwrap(self.D).state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any], lr: float, betas: tuple[float, float]) -> None:
-        """Restore weights and optimiser states; lr/betas come from the current params."""
-        unwrap(self.G).load_state_dict(state["G"])
-        unwrap(self.D).load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = lr, tuple(betas)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-
-    def all_finite(self) -> bool:
-        """True when every weight of G and D is finite (checked before each checkpoint)."""
-        return all(bool(torch.isfinite(p).all()) for m in (self.G, self.D) for p in m.parameters())
-
-
-# --------------------------------------------------------------------------- loss history
-
-
-class LossHistory:
-    """Per-step loss values, one row per step, columns fixed at the first step."""
-
-    def __init__(self, names: list[str] | None = None, values: Tensor | None = None):
-        self.names: list[str] = list(names or [])
-        self.rows: list[list[float]] = values.tolist() if values is not None else []
-
-    def append(self, terms: Mapping[str, float]) -> None:
-        if not self.names:
-            self.names = list(terms)
-        self.rows.append([float(terms.get(n, math.nan)) for n in self.names])
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def mean_last(self, n: int) -> dict[str, float]:
-        if not self.rows:
-            return {}
-        tail = np.asarray(self.rows[-n:], dtype=np.float64)
-        return dict(zip(self.names, tail.mean(axis=0).tolist()))
-
-    def last(self) -> dict[str, float]:
-        return dict(zip(self.names, self.rows[-1])) if self.rows else {}
-
-    def as_dict(self) -> dict[str, list[float]]:
-        cols = np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), len(self.names))
-        return {n: cols[:, i].tolist() for i, n in enumerate(self.names)}
-
-    def state(self) -> dict[str, Any]:
-        values = torch.tensor(self.rows, dtype=torch.float64).reshape(len(self.rows), len(self.names))
-        return {"names": list(self.names), "values": values}
-
-    def window_means(self, every: int) -> tuple[list[int], np.ndarray]:
-        """(window end steps, [n_windows, n_terms] means) over windows of `every` steps."""
-        arr = np.asarray(self.rows, dtype=np.float64).reshape(len(self.rows), len(self.names))
-        if len(arr) == 0:
-            return [], np.zeros((0, len(self.names)))
-        ends = list(range(every, len(arr) + 1, every))
-        if not ends or ends[-1] != len(arr):
-            ends.append(len(arr))
-        starts = [0] + ends[:-1]
-        return ends, np.stack([arr[s:e].mean(axis=0) for s, e in zip(starts, ends)])
 
 
 # --------------------------------------------------------------------------- sample grids
@@ -264,18 +117,6 @@ def write_metrics(path: str | Path, result: TrainResult, batch_size: int, world_
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-
-
-def write_plots(path: str | Path, history: LossHistory, every: int) -> None:
-    """The DVC plots CSV: step, then one column per loss term (means over `every` steps)."""
-    import pandas as pd
-
-    steps, means = history.window_means(max(1, every))
-    frame = pd.DataFrame(means, columns=history.names)
-    frame.insert(0, "step", steps)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, float_format="%.6g")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -334,23 +175,6 @@ def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
     states: list[Any] = [None] * info.world_size
     dist.all_gather_object(states, state)
     return states
-
-
-def build_trainer(params: Params, setup: DeviceSetup, info: DistInfo = DistInfo()) -> GanTrainer:
-    """Generator, discriminator (DDP-wrapped when distributed), losses and optimisers."""
-    from pipeline.model.discriminator import Discriminator
-    from pipeline.model.generator import Generator
-    from pipeline.model.losses import LossComputer
-
-    G = setup.prepare(Generator(params.model, params.image.height, params.image.width))
-    D = setup.prepare(Discriminator(params.model))
-    losses = LossComputer(params.loss).to(setup.device)
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [setup.device.index] if setup.is_cuda else None
-        G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
-    return GanTrainer(G, D, losses, setup, params.train.lr, params.train.betas)
 
 
 def train(

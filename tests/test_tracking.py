@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from pipeline.checkpoint import load_generator
 from pipeline.config import TrackingConfig
