@@ -34,7 +34,7 @@ from pipeline.keypoints import (
     write_annotation_csv,
 )
 from pipeline.market import NAME_RE
-from pipeline.pose import file_sha256
+from pipeline.fsutil import file_digest
 
 CANONICAL_HW = (128, 64)  # (height, width) of the crops the canonical files annotate
 NO_ANNOTATION = "no annotation"
@@ -54,7 +54,7 @@ def market_person_ids(names: Sequence[str]) -> np.ndarray:
 
 def annotation_label(path: str | Path) -> str:
     """Provenance recorded in the table's `model` column: '<file>@sha256:<hex>'."""
-    return f"{Path(path).name}@sha256:{file_sha256(path)}"
+    return f"{Path(path).name}@sha256:{file_digest(path)}"
 
 
 def read_annotations(
@@ -101,9 +101,10 @@ def join_manifest(
     annotations: pd.DataFrame, manifest: pd.DataFrame, source: str = "annotations"
 ) -> pd.DataFrame:
     """One keypoint-table row per manifest image (manifest order), keypoints from
-    `annotations` matched by name (and by split when the annotation row has one).
+    `annotations` matched by name (and by split when both sides have one).
 
-    Keypoints are rescaled from each annotation's width x height to the manifest's.
+    A manifest row without a split takes the split of its annotation row. Keypoints are
+    rescaled from each annotation's width x height to the manifest's.
     Raises ValueError when an image matches more than one annotation row.
     """
     man = manifest.reset_index(drop=True)
@@ -112,7 +113,10 @@ def join_manifest(
     ann = annotations.reset_index(drop=True).assign(_ann=np.arange(len(annotations)))
     ann = ann.astype({"name": str})
     hits = key.merge(ann[["name", "split", "_ann"]], on="name", how="inner")
-    hits = hits[(hits["split"].fillna("") == "") | (hits["split"] == hits["_msplit"])]
+    # An unknown split on either side (a standalone folder's manifest, or an annotation file
+    # whose name says no split) matches any split.
+    ann_split = hits["split"].fillna("").astype(str)
+    hits = hits[(ann_split == "") | (hits["_msplit"] == "") | (ann_split == hits["_msplit"])]
     dup = hits["_row"].duplicated(keep=False)
     if dup.any():
         raise ValueError(
@@ -145,10 +149,13 @@ def join_manifest(
     model[rows] = ann["model"].to_numpy(object)[src]
     labels = pd.unique(ann["model"].astype(str))
     model[~found] = ";".join(labels)
+    split = key["_msplit"].to_numpy(object)
+    blank = split[rows] == ""
+    split[rows[blank]] = ann["split"].fillna("").astype(str).to_numpy(object)[src[blank]]
     table = make_table(
         man["name"].astype(str),
         kp,
-        split=man["split"].astype(str),
+        split=split,
         person_id=man["person_id"].astype(np.int64),
         width=width,
         height=height,

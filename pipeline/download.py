@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pipeline import extract, market
 from pipeline import manifest as manifest_mod
 from pipeline.config import DataConfig, Params, to_dict
+from pipeline.fsutil import file_digest
 
 ALGORITHMS = ("sha256", "md5")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -74,12 +75,6 @@ def parse_checksum(spec: str | None) -> tuple[str, str] | None:
     if len(digest) != want or not re.fullmatch(r"[0-9a-f]+", digest):
         raise ValueError(f"checksum {spec!r}: expected {want} hex digits for {algo}")
     return algo, digest
-
-
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    """Hex digest of a file, streamed (never loaded whole)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, algo).hexdigest()
 
 
 def verify_file(path: Path, checksum: str | None) -> str:

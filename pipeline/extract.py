@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from pipeline import market
+from pipeline.fsutil import replace_dir
 
 
 class ArchiveError(ValueError):
@@ -149,31 +150,6 @@ def _write(members: list[Member], root: Path, open_member: Callable[[Member], ob
 
 def _skip_litter(parts: tuple[str, ...]) -> bool:
     return any(market.is_ignored(p) for p in parts)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move folder `new` to `target`, replacing what was there with renames only.
-
-    The old target is renamed aside, the new one renamed in, then the old one deleted; if
-    the second rename fails the old target is put back. `new` must be on target's filesystem.
-    """
-    new, target = Path(new), Path(target)
-    old = None
-    if target.exists() or target.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        target.rename(old)
-    try:
-        new.rename(target)
-    except OSError:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
 
 
 def extract_dataset(archive: Path, target: Path) -> dict[str, int]:

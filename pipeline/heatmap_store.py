@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.fsutil import replace_dir
 from pipeline.heatmaps import ArrayLike, render_heatmaps_uint8
 from pipeline.keypoints import NUM_JOINTS
 
@@ -102,7 +103,7 @@ def write_heatmap_store(
             **dict(extra_meta or {}),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -135,22 +136,6 @@ def _fsync(file: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move folder src to dst. An existing dst is first renamed aside, then deleted, so dst
-    is at every moment either the complete old store or the complete new one."""
-    old = None
-    if dst.exists() or dst.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-        os.rmdir(old)
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
 
 
 class HeatmapStore:

@@ -21,7 +21,6 @@ would slow down any training process that merely imported this module.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pipeline.config import PoseConfig
 from pipeline.keypoints import J, coco17_to_op18, make_table, present
 from pipeline.manifest import COLUMNS as MANIFEST_COLUMNS
 from pipeline.market import SPLIT_DIRS, parse_name
+from pipeline.fsutil import file_digest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 METADATA_KEY = b"pose"  # Parquet key-value metadata entry holding the JSON provenance
@@ -81,11 +81,6 @@ def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
 
 
 # --------------------------------------------------------------------------- model
-
-
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def resolve_device(device: str) -> str:
@@ -146,7 +141,7 @@ def load_model(weights: str, device: str = "auto") -> PoseModel:
     kpt_shape = getattr(yolo.model, "kpt_shape", None) or yolo.model.yaml.get("kpt_shape")
     if yolo.task != "pose" or tuple(kpt_shape or ()) != (17, 3):
         raise ValueError(f"{local}: not a COCO-17 keypoint pose model (task={yolo.task})")
-    sha = file_sha256(local)
+    sha = file_digest(local)
     dev = resolve_device(device)
     return PoseModel(yolo, f"{local.name}@sha256:{sha}", str(local), sha, dev, dev != "cpu")
 

@@ -10,7 +10,6 @@ the dataset folder); without them it draws on grey tiles and says so.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -18,19 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import load_params
+from pipeline.fsutil import file_digest
 from pipeline.heatmap_store import HeatmapStore, write_heatmap_store
 from pipeline.heatmaps import table_keypoints
 from pipeline.preview import load_images, pick_rows, preview_grid, write_png
 
 PREVIEW_COUNT = 6
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     write_heatmap_store(
         out, table["name"].astype(str).tolist(), kp, h, w, sigma,
         chunk=params.heatmaps.chunk,
-        extra_meta={"keypoints_file": str(kp_file), "keypoints_sha256": _sha256(kp_file)},
+        extra_meta={"keypoints_file": str(kp_file), "keypoints_sha256": file_digest(kp_file)},
     )
     dt = time.perf_counter() - t0
     print(f"heatmaps: {len(table)} images {h}x{w} sigma {sigma} -> {out} "

@@ -97,6 +97,19 @@ def test_join_respects_split_and_rejects_ambiguity(tmp_path: Path):
         join_manifest(twice, manifest, source="x.csv")
 
 
+def test_join_with_a_split_less_manifest_takes_the_annotation_split(tmp_path: Path):
+    # A standalone folder (stages.pose --images) has no split: its images still match.
+    table = read_annotations([tiny_csv(tmp_path)])
+    manifest = pd.DataFrame(
+        {"name": ["0002_c1s1_000451_03.jpg", "0404_c1s1_000001_01.jpg"], "path": ["a", "b"],
+         "person_id": [2, 404], "split": ["", ""]}
+    )
+    joined = join_manifest(table, manifest)
+    assert joined["detected"].tolist() == [True, False]
+    assert joined["split"].tolist() == ["train", ""]
+    assert joined["error"].tolist()[1] == NO_ANNOTATION
+
+
 def test_export_round_trip_and_rescale(tmp_path: Path):
     src = tiny_csv(tmp_path)
     table = read_annotations([src])

@@ -155,14 +155,3 @@ def test_litter_not_extracted(tmp_path):
     extract.extract_dataset(archive, target)
     assert not (target / "bounding_box_test" / "Thumbs.db").exists()
     assert not list(tmp_path.rglob("__MACOSX"))
-
-
-def test_replace_dir_creates_and_replaces(tmp_path):
-    target = tmp_path / "t"
-    for content in (b"first", b"second"):
-        new = tmp_path / "new"
-        new.mkdir()
-        (new / "f").write_bytes(content)
-        extract.replace_dir(new, target)
-        assert (target / "f").read_bytes() == content and not new.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
