@@ -20,7 +20,9 @@ Summary layout (the DVC metrics JSON):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -137,10 +139,15 @@ def score_generated(
     from pipeline.metrics.scoring import Models, Scorer
 
     models = models or Models(device=torch.device(device).type)
+    ref = Scorer(models, batch_size=cfg.batch_size)
+    # Inception on 12,000 pairs dominates the cost: copy_source takes the model scorer's FID
+    # features of the real targets, the real scorer runs Inception on the targets once (as
+    # both sides); LPIPS of a target to itself is never reported, so it is not computed.
+    real_models = dataclasses.replace(models, lpips=None, lpips_info="not computed for the real targets")
     scorers = {
-        "model": Scorer(models, batch_size=cfg.batch_size),
-        "copy_source": Scorer(models, batch_size=cfg.batch_size),
-        "real": Scorer(models, batch_size=cfg.batch_size),
+        "model": ref,
+        "copy_source": Scorer(models, batch_size=cfg.batch_size, reference=ref),
+        "real": Scorer(real_models, batch_size=cfg.batch_size),
     }
     grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
     grid_n = max(int(cfg.grid_pairs), 0)
@@ -286,8 +293,14 @@ def evaluate_model(
 
 
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
-    """The metrics JSON (sorted keys, NaN -> null) for DVC."""
+    """The metrics JSON (sorted keys, NaN -> null) for DVC, written atomically (temporary
+    file + rename), so an interrupted run never leaves a truncated metrics file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_plain(dict(summary)), indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(_plain(dict(summary)), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

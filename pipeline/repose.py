@@ -238,6 +238,7 @@ def generate(G: torch.nn.Module, source: Person, targets: np.ndarray, sigma: flo
 
     targets: float32 [T, 18, 2] at the model resolution. Returns uint8 [T, H, W, 3] RGB.
     """
+    from pipeline.evaluation import to_uint8
     from pipeline.heatmaps import render_heatmaps
 
     G.eval()
@@ -253,8 +254,7 @@ def generate(G: torch.nn.Module, source: Person, targets: np.ndarray, sigma: flo
         hb = render_heatmaps(kpb, h, w, sigma)
         fake = G(xa.expand(n, -1, -1, -1), ha.expand(n, -1, -1, -1), hb,
                  kpa.expand(n, -1, -1), kpb).image
-        out.append(((fake.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-                   .permute(0, 2, 3, 1).cpu().numpy())
+        out.append(to_uint8(fake))
     return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
 
 

@@ -20,8 +20,6 @@ be computed offline (no Inception / LPIPS weights) are null with a reason.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,19 +54,6 @@ def load(path: str | None) -> Params:
     if path is None:
         return load_params("params.yaml") if Path("params.yaml").is_file() else Params()
     return load_params(path)
-
-
-def json_ready(obj: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively (strict JSON for DVC)."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def run_standalone(args: argparse.Namespace, params: Params) -> dict[str, Any]:
@@ -166,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError, CheckpointError, DataError) as exc:
             sys.exit(f"evaluate: {exc}")
 
-    out = Path(args.out or params.paths.eval_metrics)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(json_ready(summary), indent=2) + "\n")
+    from pipeline.evaluation import write_summary
+
+    out = write_summary(args.out or params.paths.eval_metrics, summary)
     print(f"evaluate: {summary.get('n_pairs', summary.get('pairs', 0))} pairs -> {out}")
     print(format_summary(summary))
     return 0

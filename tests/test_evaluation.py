@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.annotations import join_manifest, read_annotations
@@ -49,14 +50,14 @@ def tiny(tmp_path_factory):
     return root, dataset, files, pairs[pairs["split"] == "test"], Generator(TINY, H, W)
 
 
-def _evaluate(tiny, out, run_id=None, uri=None, **cfg):
+def _evaluate(tiny, out, run_id=None, uri=None, models=None, **cfg):
     root, dataset, files, _, G = tiny
     model = save_generator(out / "generator.pt", G, TINY, ImageConfig(height=H, width=W),
                            {"run_id": run_id, "step": 7})
     tracking = TrackingConfig(uri=uri, experiment="test-eval") if uri else None
     return evaluate_model(model, files["pairs"], files["manifest"], files["keypoints"],
                           root / "heatmaps", dataset, out / "eval",
-                          EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", tracking)
+                          EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", tracking, models)
 
 
 def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
@@ -107,6 +108,38 @@ def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
 
     path = write_summary(tmp_path / "eval.json", summary)
     assert json.loads(path.read_text())["pairs"] == len(per_pair)
+    assert [p.name for p in tmp_path.glob(".eval.json*")] == []  # no temporary file left
+
+
+class CountingFeatures(torch.nn.Module):
+    """A tiny stand-in feature network (features, logits) that counts the images it sees."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 3)
+        self.images = 0
+
+    def forward(self, x):
+        self.images += len(x)
+        f = self.conv(x / 255.0).mean(dim=(2, 3))
+        return f, self.fc(f)
+
+
+def test_set_metrics_run_inception_once_per_image_set(tiny, tmp_path):
+    from pipeline.metrics.scoring import Models
+
+    net = CountingFeatures().eval()
+    models = Models(inception=net, inception_info="tiny", device="cpu")
+    summary, per_pair = _evaluate(tiny, tmp_path, models=models, max_pairs=5)
+    # model: targets, generated, masked generated; copy_source: sources, masked sources
+    # (FID reference shared); real: targets (both sides), masked targets.
+    assert net.images == 7 * len(per_pair) == 35
+    for group in ("model", "copy_source"):
+        assert summary[group]["fid"] > 0 and summary[group]["is"] >= 1 and summary[group]["mask_is"] >= 1
+    assert summary["real"]["is"] >= 1 and summary["real"]["mask_is"] >= 1 and "fid" not in summary["real"]
+    assert summary["model"]["lpips"] is None and summary["model"]["lpips_reason"] == "not requested"
 
 
 def test_max_pairs_and_new_evaluate_run_without_run_id(tiny, tmp_path):

@@ -92,6 +92,69 @@ def test_scorer_with_injected_feature_network():
     assert abs(s2["fid"]) < 1e-5 and s2["mask_ssim"] is None and "keypoints" in s2["mask_ssim_reason"]
 
 
+class CountingFeatures(TinyFeatures):
+    """TinyFeatures that counts the images it is run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return super().forward(x)
+
+
+def test_scorers_share_the_real_targets_inception_outputs():
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 256, (6, 32, 24, 3), dtype=np.uint8)
+    gen = np.clip(real.astype(int) + rng.integers(-40, 40, real.shape), 0, 255).astype(np.uint8)
+    kp = np.tile(standing_pose()[None] / 4, (6, 1, 1))
+    net = CountingFeatures().eval()
+    models = Models(inception=net, inception_info="tiny")
+    alone = Scorer(models)
+    alone.add(list("abcdef"), real, gen, kp)
+    expected, _ = alone.result()
+    assert net.images == 18  # real, generated, masked generated
+
+    net.images = 0
+    ref = Scorer(models)
+    shared = Scorer(models, reference=ref)
+    itself = Scorer(models)
+    for s in (0, 3):
+        ref.add(list("abc"), real[s:s + 3], gen[s:s + 3], kp[s:s + 3])
+        shared.add(list("abc"), real[s:s + 3], gen[s:s + 3], kp[s:s + 3])
+        batch = real[s:s + 3]
+        itself.add(list("abc"), batch, batch, kp[s:s + 3])
+    # ref 3 passes, shared 2 (no real-target pass), itself 2 (targets once, as both sides)
+    assert net.images == 6 * 3 + 6 * 2 + 6 * 2
+    got, _ = shared.result()
+    for key in ("fid", "is", "mask_is"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-6)
+    own, _ = itself.result()
+    assert abs(own["fid"]) < 1e-5 and own["is"] >= 1.0
+
+
+def test_empty_scorer_reports_null_with_reasons():
+    summary, table = Scorer(Models(inception=TinyFeatures().eval(), inception_info="tiny")).result()
+    assert summary["n_pairs"] == 0 and len(table) == 0
+    for key in ("ssim", "l1", "fid", "is", "mask_is"):
+        assert summary[key] is None and summary[f"{key}_reason"] == "no pairs scored"
+
+
+def test_pckh_without_head_points_says_so(tmp_path, shared):
+    real, gen = copy_pairs(tmp_path, shared(USERSTUDY), range(2))
+    body = standing_pose()
+    body[[J["nose"], J["neck"]]] = -1  # no head point: PCKh has no head size
+    csv = tmp_path / "kp.csv"
+    write_annotation_csv(csv, ["0.jpg", "1.jpg"], np.stack([body] * 2))
+    cfg = EvaluateConfig(inception_weights=OFFLINE.inception_weights, lpips_weights=OFFLINE.lpips_weights,
+                         pose_weights=str(shared("weights/yolo11n-pose.pt")))
+    summary, _ = score_folders(real, gen, csv, cfg, real_pckh=True, allow_download=False)
+    assert 0 < summary["ds"] <= 1 and 0 < summary["mask_ssim"] < 1
+    for key in ("pckh", "pckh_real"):
+        assert summary[key] is None and "head points" in summary[f"{key}_reason"]
+
+
 def test_folders_must_match(tmp_path, shared):
     src = shared(USERSTUDY)
     real, gen = copy_pairs(tmp_path, src, range(3))

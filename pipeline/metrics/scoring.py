@@ -26,6 +26,7 @@ from pipeline.metrics import detection, inception, lpips, masks, pixel, ssim
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FID_REFERENCE = "the real targets of the evaluated pairs (uint8 RGB, resized to 299x299 bilinear)"
+NO_KEYPOINTS = "no target keypoints (pass --keypoints, or --detect-keypoints)"
 
 
 @dataclass
@@ -131,15 +132,22 @@ class Scorer:
     """Accumulates batches; `result()` gives (summary dict, per-pair DataFrame).
 
     FID uses the real targets of the added pairs as its reference set; IS / mask-IS use the
-    generated and the masked generated images. Inception outputs are kept per batch (float32).
+    generated and the masked generated images. Only Inception outputs are kept, per batch
+    (float32: [N, 2048] features, [N, C] logits), never the images.
+
+    reference: another Scorer that is given the same real targets (same batches, same order);
+    FID then uses its real-target features instead of running Inception on them again.
+    Passing the real images themselves as `generated` (the same array) reuses their outputs.
     """
 
-    def __init__(self, models: Models, *, batch_size: int = 32, real_pckh: bool = False):
+    def __init__(self, models: Models, *, batch_size: int = 32, real_pckh: bool = False,
+                 reference: Scorer | None = None):
         self.models = models
         self.batch_size = batch_size
         self.real_pckh = real_pckh
+        self.reference = reference
         self.rows: list[pd.DataFrame] = []
-        self.feats: dict[str, list[np.ndarray]] = {"real": [], "gen": [], "gen_masked": []}
+        self.feats: dict[str, list[np.ndarray]] = {"real": [], "gen": []}
         self.logits: dict[str, list[np.ndarray]] = {"gen": [], "gen_masked": []}
         self.real_hits = [0, 0]
         self.had_keypoints = False
@@ -152,17 +160,17 @@ class Scorer:
             self.had_keypoints = True
             table["has_keypoints"] = present(np.asarray(kp_target)[..., :2]).any(1)
         self.rows.append(table)
-        net = self.models.inception
-        if net is not None:
-            for key, images in (("real", real), ("gen", generated)):
-                f, lg = inception.inception_outputs(images, net, batch_size=self.batch_size, device=self.models.device)
-                self.feats[key].append(f.astype(np.float32))
-                if key == "gen":
-                    self.logits["gen"].append(lg.astype(np.float32))
+        if self.models.inception is not None:
+            real_out = None
+            if self.reference is None:
+                real_out = self._inception(real)
+                self.feats["real"].append(real_out[0])
+            f, lg = real_out if generated is real and real_out is not None else self._inception(generated)
+            self.feats["gen"].append(f)
+            self.logits["gen"].append(lg)
             if kp_target is not None:
                 m = masks.person_masks(np.asarray(kp_target)[..., :2], *real.shape[1:3])
-                _, lg = inception.inception_outputs(masks.apply_masks(generated, m), net, batch_size=self.batch_size, device=self.models.device)
-                self.logits["gen_masked"].append(lg.astype(np.float32))
+                self.logits["gen_masked"].append(self._inception(masks.apply_masks(generated, m))[1])
         if self.real_pckh and self.models.detector is not None and kp_target is not None:
             _, kp_real = detection.detect(real, self.models.detector, self.models.pose_cfg)
             c, t = detection.pckh(kp_real, kp_target)
@@ -170,36 +178,49 @@ class Scorer:
             self.real_hits[1] += int(t.sum())
         return per
 
+    def _inception(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f, lg = inception.inception_outputs(images, self.models.inception, batch_size=self.batch_size,
+                                            device=self.models.device)
+        return f.astype(np.float32), lg.astype(np.float32)
+
     def result(self) -> tuple[dict[str, Any], pd.DataFrame]:
         table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame()
         s: dict[str, Any] = {"n_pairs": int(len(table))}
-        s["ssim"] = _mean(table, "ssim")
-        s["l1"] = _mean(table, "l1")
-        no_kp = "no target keypoints (pass --keypoints, or --detect-keypoints)"
+        no_pairs = "no pairs scored"
+        _put(s, "ssim", _mean(table, "ssim"), no_pairs)
+        _put(s, "l1", _mean(table, "l1"), no_pairs)
         for key in ("mask_ssim", "masked_l1"):
-            _put(s, key, _mean(table, key), no_kp if not self.had_keypoints else "no pair has target keypoints")
+            _put(s, key, _mean(table, key), NO_KEYPOINTS if not self.had_keypoints else "no pair has target keypoints")
         if self.had_keypoints:
             s["n_pairs_with_keypoints"] = int(table["has_keypoints"].sum())
         _put(s, "lpips", _mean(table, "lpips"), self.models.lpips_info)
         _put(s, "ds", _mean(table, "ds"), self.models.detector_info)
+        if self.models.detector is None:
+            no_pckh = self.models.detector_info
+        elif not self.had_keypoints:
+            no_pckh = NO_KEYPOINTS
+        else:
+            no_pckh = "no target has the 2 head points (nose, neck, eyes, ears) PCKh's head size needs"
         if "pckh_total" in table and table["pckh_total"].sum() > 0:
             s["pckh"] = float(table["pckh_correct"].sum() / table["pckh_total"].sum())
         else:
-            _put(s, "pckh", None, self.models.detector_info if self.models.detector is None else no_kp)
+            _put(s, "pckh", None, no_pckh)
         if self.real_pckh:
-            _put(s, "pckh_real", self.real_hits[0] / self.real_hits[1] if self.real_hits[1] else None,
-                 self.models.detector_info if self.models.detector is None else no_kp)
+            _put(s, "pckh_real", self.real_hits[0] / self.real_hits[1] if self.real_hits[1] else None, no_pckh)
         self._inception_summary(s)
         return s, table
 
     def _inception_summary(self, s: dict[str, Any]) -> None:
         reason = self.models.inception_info if self.models.inception is None else None
+        if reason is None and not self.feats["gen"]:
+            reason = "no pairs scored"
         s.update({"fid": None, "is": None, "is_std": None, "mask_is": None, "mask_is_std": None})
         if reason is not None:
             for key in ("fid", "is", "mask_is"):
                 s[f"{key}_reason"] = reason
             return
-        real, gen = np.concatenate(self.feats["real"]), np.concatenate(self.feats["gen"])
+        ref = self.reference if self.reference is not None else self
+        real, gen = np.concatenate(ref.feats["real"]), np.concatenate(self.feats["gen"])
         try:
             s["fid"] = inception.fid_from_features(real, gen)
         except ValueError as exc:
@@ -208,7 +229,7 @@ class Scorer:
         if self.logits["gen_masked"]:
             s["mask_is"], s["mask_is_std"] = inception.inception_score(np.concatenate(self.logits["gen_masked"]))
         else:
-            s["mask_is_reason"] = "no target keypoints (pass --keypoints, or --detect-keypoints)"
+            s["mask_is_reason"] = NO_KEYPOINTS
         s["fid_reference"] = FID_REFERENCE
         s["inception"] = self.models.inception_info
 
