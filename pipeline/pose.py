@@ -25,7 +25,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -182,6 +182,34 @@ def main_person_index(boxes: np.ndarray, conf: np.ndarray, width: int, height: i
     return int(np.argmax(score))
 
 
+
+class MainPeople(NamedTuple):
+    """The main person of each of N images (zeros / NaN box where nobody was found)."""
+
+    coco: np.ndarray  # float32 [N, 17, 3] COCO-17 (x, y, confidence), original pixels
+    conf: np.ndarray  # float32 [N] the main person's box confidence
+    boxes: np.ndarray  # float32 [N, 4] its xyxy box
+    best: np.ndarray  # float32 [N] the highest person confidence of any box
+
+
+def main_people(results: Iterable[Any], sizes: np.ndarray) -> MainPeople:
+    """ultralytics pose Results of N images with (width, height) sizes [N, 2] -> MainPeople."""
+    n = len(sizes)
+    out = MainPeople(np.zeros((n, 17, 3), np.float32), np.zeros(n, np.float32),
+                     np.full((n, 4), np.nan, np.float32), np.zeros(n, np.float32))
+    for i, res in enumerate(results):
+        if res.boxes is None or len(res.boxes) == 0:
+            continue
+        conf, xyxy = res.boxes.conf.cpu().numpy(), res.boxes.xyxy.cpu().numpy()
+        out.best[i] = conf.max()
+        if res.keypoints is None:
+            continue
+        k = main_person_index(xyxy, conf, *sizes[i])
+        out.coco[i] = res.keypoints.data[k].cpu().numpy()
+        out.conf[i], out.boxes[i] = conf[k], xyxy[k]
+    return out
+
+
 def to_op18(coco: np.ndarray, sizes: np.ndarray, kpt_conf: float) -> np.ndarray:
     """COCO-17 [N, 17, 3] -> OpenPose-18 [N, 18, 3] in pixels of each image.
 
@@ -249,14 +277,8 @@ def estimate(
                     sizes[i] = image.shape[1], image.shape[0]
             if not images:
                 continue
-            for i, res in zip(good, model.yolo.predict(images, **kwargs)):
-                if res.keypoints is None or len(res.boxes) == 0:
-                    continue
-                k = main_person_index(
-                    res.boxes.xyxy.cpu().numpy(), res.boxes.conf.cpu().numpy(), *sizes[i]
-                )
-                coco[i] = res.keypoints.data[k].cpu().numpy()
-                score[i] = float(res.boxes.conf[k])
+            found = main_people(model.yolo.predict(images, **kwargs), sizes[good])
+            coco[good], score[good] = found.coco, found.conf
 
     kp = to_op18(coco, np.maximum(sizes, 1), cfg.kpt_conf)
     detected = present(kp).any(axis=1)

@@ -165,22 +165,15 @@ def detect(images: Sequence[np.ndarray], model, kpt_conf: float = 0.3, conf: flo
     """Main person of each BGR image -> (keypoints [N, 18, 3] original pixels, boxes [N, 4]
     xyxy; NaN rows where nobody was found). model: pipeline.pose.PoseModel."""
     from pipeline.config import PoseConfig
-    from pipeline.pose import main_person_index, predict_kwargs, to_op18
+    from pipeline.pose import main_people, predict_kwargs, to_op18
 
     n = len(images)
-    coco = np.zeros((n, 17, 3), np.float32)
-    boxes = np.full((n, 4), np.nan, np.float32)
     if n == 0:
-        return np.zeros((0, NUM_JOINTS, 3), np.float32), boxes
+        return np.zeros((0, NUM_JOINTS, 3), np.float32), np.full((0, 4), np.nan, np.float32)
     cfg = PoseConfig(imgsz=pose_imgsz(images), conf=conf, kpt_conf=kpt_conf)
     sizes = np.array([(im.shape[1], im.shape[0]) for im in images], np.int64)
-    for i, res in enumerate(model.yolo.predict(list(images), **predict_kwargs(model, cfg))):
-        if res.keypoints is None or len(res.boxes) == 0:
-            continue
-        k = main_person_index(res.boxes.xyxy.cpu().numpy(), res.boxes.conf.cpu().numpy(), *sizes[i])
-        coco[i] = res.keypoints.data[k].cpu().numpy()
-        boxes[i] = res.boxes.xyxy[k].cpu().numpy()
-    return to_op18(coco, sizes, kpt_conf), boxes
+    found = main_people(model.yolo.predict(list(images), **predict_kwargs(model, cfg)), sizes)
+    return to_op18(found.coco, sizes, kpt_conf), found.boxes
 
 
 def frame_box(image_hw: tuple[int, int], kp: np.ndarray, box: np.ndarray | None,

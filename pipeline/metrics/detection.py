@@ -53,19 +53,13 @@ def detect(
     kwargs = pose.predict_kwargs(model, dataclasses.replace(cfg, conf=det_conf))
     score = np.zeros(b, dtype=np.float64)
     coco = np.zeros((b, 17, 3), dtype=np.float32)
+    sizes = np.tile([w, h], (b, 1))
     step = max(int(cfg.batch), 1)
     for s in range(0, b, step):
         bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images[s : s + step]]  # YOLO wants BGR arrays
-        for i, res in enumerate(model.yolo.predict(bgr, **kwargs), start=s):
-            if res.boxes is None or len(res.boxes) == 0:
-                continue
-            conf = res.boxes.conf.cpu().numpy()
-            score[i] = float(conf.max())
-            if res.keypoints is not None:
-                k = pose.main_person_index(res.boxes.xyxy.cpu().numpy(), conf, w, h)
-                coco[i] = res.keypoints.data[k].cpu().numpy()
-    kp = pose.to_op18(coco, np.tile([w, h], (b, 1)), cfg.kpt_conf)
-    return score, kp
+        found = pose.main_people(model.yolo.predict(bgr, **kwargs), sizes[s : s + step])
+        score[s : s + step], coco[s : s + step] = found.best, found.coco
+    return score, pose.to_op18(coco, sizes, cfg.kpt_conf)
 
 
 def head_size(target) -> np.ndarray:
