@@ -1,9 +1,9 @@
 """Device, mixed-precision and distributed-process selection for training and inference.
 
 CPU runs stay in float32 (bit-reproducible, needed for exact resume). CUDA runs use
-autocast with bfloat16 when the GPU supports it, else float16 with a GradScaler, plus
-channels_last and cudnn.benchmark. Distributed runs are detected from the environment
-variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
+autocast with bfloat16 when the GPU supports it natively (Ampere or newer), else float16
+with a GradScaler, plus channels_last and cudnn.benchmark. Distributed runs are detected
+from the environment variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
 """
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ def setup_device(name: str = "auto", amp: bool = True) -> DeviceSetup:
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick fast kernels
     if not amp:
         return DeviceSetup(device=device, channels_last=True)
-    if torch.cuda.is_bf16_supported():
+    # Native bf16 only (compute capability >= 8): the default including_emulation=True also
+    # says yes on V100/T4, where bf16 convolutions are emulated and many times slower.
+    if torch.cuda.is_bf16_supported(including_emulation=False):
         return DeviceSetup(device=device, amp_dtype=torch.bfloat16, channels_last=True)
     return DeviceSetup(device=device, amp_dtype=torch.float16, use_scaler=True, channels_last=True)
 

@@ -116,7 +116,6 @@ class GanTrainer:
         return all(bool(torch.isfinite(p).all()) for m in (self.G, self.D) for p in m.parameters())
 
 
-
 def build_trainer(params: Params, setup: DeviceSetup, info: DistInfo = DistInfo()) -> GanTrainer:
     """Generator, discriminator (DDP-wrapped when distributed), losses and optimisers."""
     from pipeline.model.discriminator import Discriminator
@@ -125,7 +124,9 @@ def build_trainer(params: Params, setup: DeviceSetup, info: DistInfo = DistInfo(
 
     G = setup.prepare(Generator(params.model, params.image.height, params.image.width))
     D = setup.prepare(Discriminator(params.model))
-    losses = LossComputer(params.loss).to(setup.device)
+    # The VGG gets the networks' memory format too: its input (generated and real images)
+    # is channels_last on CUDA, and a contiguous weight would be re-laid out at every conv.
+    losses = setup.prepare(LossComputer(params.loss))
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -128,9 +128,11 @@ RESUMABLE_TRAIN_KEYS = ("steps", "checkpoint_every", "log_every", "sample_every"
 
 def run_fingerprint(params: Params, paths: PathsConfig) -> str:
     """Hash of everything that defines a training run: seed, image size, model, loss, the
-    train settings (except the resumable ones above), the heatmap sigma and the training
-    pairs file. A checkpoint is resumed only under the same fingerprint, so raising
-    train.steps continues a run while any other change starts afresh."""
+    train settings (except the resumable ones above), the heatmap sigma, and the contents of
+    the training pairs file and the keypoint table (the heatmaps and part geometry derive
+    from the keypoints; new keypoints need not change the pairs). A checkpoint is resumed
+    only under the same fingerprint, so raising train.steps continues a run while any other
+    change starts afresh."""
     import hashlib
 
     from pipeline.config import to_dict
@@ -139,9 +141,9 @@ def run_fingerprint(params: Params, paths: PathsConfig) -> str:
     spec = {"seed": params.seed, "image": to_dict(params.image), "model": to_dict(params.model),
             "loss": to_dict(params.loss), "train": train, "sigma": params.heatmaps.sigma}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    pairs = Path(paths.pairs)
-    if pairs.is_file():
-        digest.update(pairs.read_bytes())
+    for data in (Path(paths.pairs), Path(paths.keypoints)):
+        if data.is_file():
+            digest.update(hashlib.sha256(data.read_bytes()).digest())
     return digest.hexdigest()
 
 

@@ -14,7 +14,7 @@ import torch
 from pipeline.checkpoint import load_generator, safe_load
 from pipeline.config import PathsConfig
 from pipeline.data import collate_pairs, load_pair_dataset
-from pipeline.training import NonFiniteLossError, sample_grid, train
+from pipeline.training import NonFiniteLossError, run_fingerprint, sample_grid, train
 from test_data import H, W, build_tiny_data, tiny_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,3 +119,20 @@ def test_sample_grid_layout() -> None:
     assert (grid[:, 0:2] == 0).all() and (grid[:, 6:8] == 255).all()  # source | ... | target
     assert grid[1, 3, 0] == 255 and grid[0, 2, 0] == 0  # heatmap peak at (1, 1) of panel 2
     assert (grid[:, 4:6] == 128).all()  # generated 0 -> mid grey
+
+
+def test_fingerprint_follows_run_settings_and_training_data(tiny: PathsConfig,
+                                                            tmp_path: Path) -> None:
+    params = tiny_params()
+    base = run_fingerprint(params, tiny)
+    # Where outputs go and how long / how often to log do not change the run.
+    longer = dataclasses.replace(params, train=dataclasses.replace(params.train, steps=99,
+                                                                   log_every=7))
+    assert run_fingerprint(longer, _in(tiny, tmp_path / "elsewhere")) == base
+    nn = dataclasses.replace(params, loss=dataclasses.replace(params.loss, nn_window=5))
+    assert run_fingerprint(nn, tiny) != base
+    # New keypoints (e.g. another pose backend) with the very same pairs: another run.
+    table = pd.read_parquet(tiny.keypoints)
+    table["nose_x"] += 1.0
+    table.to_parquet(tiny.keypoints, index=False)
+    assert run_fingerprint(params, tiny) != base

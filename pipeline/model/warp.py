@@ -70,7 +70,9 @@ def warp_parts(feat: Tensor, theta: Tensor, masks: Tensor, valid: Tensor, agg: s
     offset [B, 2, h, w] or None, added to every part's sampling grid. Each part samples feat
     bilinearly (zeros outside), is restricted to its mask, and the parts are combined by
     "max" (element-wise max over the parts covering a pixel) or "avg" (mean over them);
-    pixels no part covers are 0. Returns [B, C, h, w].
+    pixels no part covers are 0. Returns [B, C, h, w]. (The paper takes the max over all
+    ten mask-multiplied maps, zeros included, i.e. max(0, this); the decoder reads the
+    skips only through a ReLU, where the two are the same function.)
 
     All K parts go through one grid_sample call: their grids are stacked along the output
     height ([B, K*h, w, 2]), so the input is read in place rather than copied K times.
