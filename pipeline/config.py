@@ -35,17 +35,18 @@ class ImageConfig:
 class PathsConfig:
     dataset: str = "data/dataset"
     manifest: str = "data/manifest.parquet"
+    dataset_summary: str = "metrics/dataset.json"
     keypoints: str = "data/keypoints.parquet"
-    pose_summary: str = "data/metrics/pose.json"
+    pose_summary: str = "metrics/pose.json"
     heatmaps: str = "data/heatmaps"
     heatmaps_preview: str = "data/heatmaps_preview.png"
     pairs: str = "data/pairs.parquet"
-    pairs_counts: str = "data/metrics/pairs.json"
+    pairs_counts: str = "metrics/pairs.json"
     models: str = "models"
-    train_metrics: str = "data/metrics/train.json"
-    train_plots: str = "data/plots/train_losses.csv"
+    train_metrics: str = "metrics/train.json"
+    train_plots: str = "metrics/train_losses.csv"
     evaluation: str = "data/evaluation"
-    eval_metrics: str = "data/metrics/eval.json"
+    eval_metrics: str = "metrics/eval.json"
 
 
 @dataclass(frozen=True)

@@ -270,10 +270,12 @@ def fetch_archive(cfg: DataConfig, archive: str | Path | None = None, progress: 
 
 
 def prepare_dataset(params: Params, dataset: Path, manifest_path: Path,
-                    archive: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Fill `dataset` with a Market-1501-layout folder and write its manifest + sidecar.
+                    archive: str | Path | None = None, progress: bool = True,
+                    summary_path: str | Path | None = None) -> dict[str, Any]:
+    """Fill `dataset` with a Market-1501-layout folder and write its manifest + summary JSON
+    (summary_path, default beside the manifest).
 
-    Returns the sidecar dict (source, provenance, counts). `dataset` is replaced only once
+    Returns the summary dict (source, provenance, counts). `dataset` is replaced only once
     the new data passed every check.
     """
     dataset, manifest_path = Path(dataset), Path(manifest_path)
@@ -295,7 +297,8 @@ def prepare_dataset(params: Params, dataset: Path, manifest_path: Path,
     df = manifest_mod.build_manifest(dataset)
     manifest_mod.write_manifest(df, manifest_path)
     info["counts"] = manifest_mod.summarize(df)
-    manifest_mod.write_sidecar(manifest_mod.sidecar_path(manifest_path), info)
+    summary_path = Path(summary_path) if summary_path else manifest_mod.sidecar_path(manifest_path)
+    manifest_mod.write_sidecar(summary_path, info)
     return info
 
 

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="local Market-1501 archive; overrides data.archive (implies data.source market1501)")
     ap.add_argument("--out", default=None, help="dataset folder; overrides paths.dataset")
     ap.add_argument("--manifest", default=None, help="manifest Parquet; overrides paths.manifest")
+    ap.add_argument("--summary", default=None,
+                    help="dataset summary JSON (provenance, counts); overrides paths.dataset_summary")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         params = dataclasses.replace(params, data=dataclasses.replace(params.data, source="market1501"))
 
     try:
-        info = prepare_dataset(params, dataset, manifest, archive=archive)
+        info = prepare_dataset(params, dataset, manifest, archive=archive,
+                               summary_path=args.summary or params.paths.dataset_summary)
     except (DownloadError, ArchiveError, DatasetError, ValueError) as exc:
         sys.exit(f"download: {exc}")
     counts = info["counts"]

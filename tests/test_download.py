@@ -222,6 +222,7 @@ def test_stage_cli_with_local_archive(tmp_path, capsys):
     pfile = write_params(tmp_path / "params.yaml", Params())
     out, man = tmp_path / "ds", tmp_path / "m.parquet"
     stage.main(["--params", str(pfile), "--archive", str(archive), "--out", str(out),
+                "--summary", str(tmp_path / "m.json"),
                 "--manifest", str(man)])
     printed = capsys.readouterr().out
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -237,6 +238,7 @@ def test_stage_cli_bad_archive_exits_with_message(tmp_path):
     out = tmp_path / "ds"
     with pytest.raises(SystemExit, match=r"download: .*Market\.zip.*'\.\.' component"):
         stage.main(["--params", str(pfile), "--archive", str(archive), "--out", str(out),
+                "--summary", str(tmp_path / "m.json"),
                     "--manifest", str(tmp_path / "m.parquet")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Market.zip", "params.yaml"]
 
@@ -251,7 +253,7 @@ def test_stage_synthetic_source(tmp_path):
     )
     out, man = tmp_path / "ds", tmp_path / "m.parquet"
     stage.main(["--params", str(write_params(tmp_path / "params.yaml", params)),
-                "--out", str(out), "--manifest", str(man)])
+                "--out", str(out), "--summary", str(tmp_path / "m.json"), "--manifest", str(man)])
     df = pd.read_parquet(man)
     assert set(df.split) <= {"train", "test", "query"} and (df.split == "train").any()
     assert ((df.width == 16) & (df.height == 32)).all()

@@ -28,7 +28,7 @@ def test_data_stages_repro_cache_and_rerun(tmp_path):
     pairs = pd.read_parquet(proj / "data" / "pairs.parquet")
     assert set(pairs["split"]) == {"train", "test"}
     assert (pairs["from"] != pairs["to"]).all()
-    counts = json.loads((proj / "data" / "metrics" / "pairs.json").read_text())
+    counts = json.loads((proj / "metrics" / "pairs.json").read_text())
     assert counts  # written as a DVC metric
     shown = dvc("metrics", "show", "--json", cwd=proj)
     assert "pairs.json" in shown.stdout
