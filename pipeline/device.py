@@ -60,6 +60,9 @@ def select_device(name: str = "auto", local_rank: int | None = None) -> torch.de
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
+        if ":" in name and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+            raise ValueError(f"device {name!r} under torchrun would put every local process on one "
+                             "GPU; use train.device auto or cuda (each rank takes cuda:LOCAL_RANK)")
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available")
         index = int(name.split(":", 1)[1]) if ":" in name else local_rank

@@ -51,3 +51,12 @@ def test_ampere_gpu_gets_bfloat16_without_scaler(monkeypatch: pytest.MonkeyPatch
     assert setup_device("cuda", amp=False).amp_dtype is None
     with pytest.raises(ValueError, match="only 1 CUDA device"):
         select_device("cuda:1")
+
+
+def test_a_fixed_gpu_under_several_local_processes_is_refused(monkeypatch):
+    from pipeline.device import select_device
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="every local process on one GPU"):
+        select_device("cuda:1")
+    assert select_device("cpu").type == "cpu"
