@@ -81,11 +81,18 @@ def setup_device(name: str = "auto", amp: bool = True) -> DeviceSetup:
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick fast kernels
     if not amp:
         return DeviceSetup(device=device, channels_last=True)
-    # Native bf16 only (compute capability >= 8): the default including_emulation=True also
-    # says yes on V100/T4, where bf16 convolutions are emulated and many times slower.
-    if torch.cuda.is_bf16_supported(including_emulation=False):
-        return DeviceSetup(device=device, amp_dtype=torch.bfloat16, channels_last=True)
-    return DeviceSetup(device=device, amp_dtype=torch.float16, use_scaler=True, channels_last=True)
+    dtype = cuda_amp_dtype()
+    return DeviceSetup(device=device, amp_dtype=dtype, use_scaler=dtype == torch.float16,
+                       channels_last=True)
+
+
+def cuda_amp_dtype() -> torch.dtype:
+    """bfloat16 where the GPU runs it natively, else float16 (which needs a GradScaler).
+
+    Native only (compute capability >= 8): the default including_emulation=True also says
+    yes on V100/T4, where bf16 convolutions are emulated and many times slower.
+    """
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 # --------------------------------------------------------------------------- distributed

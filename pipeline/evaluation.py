@@ -52,8 +52,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type != "cuda":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    from pipeline.device import cuda_amp_dtype
+
+    return torch.autocast("cuda", dtype=cuda_amp_dtype())
 
 
 # --------------------------------------------------------------------------- generation
