@@ -6,7 +6,10 @@ Prints:
 1. part_geometry + affine_to_grid_theta per batch (B x 128 x 64) in batched torch, against a
    straightforward per-sample numpy implementation of the same geometry written below, and
    how closely the two agree (affines, validity, masks).
-2. A generator forward + backward at the paper widths (ModelConfig defaults) on the same
+2. Part warps forward + backward at the paper widths, batch B, the four warped levels:
+   the old dense bilinear warp, the new sparse one (issue 9), the original's nearest warp;
+   geometry in paper mode (dlt fit, original masks) beside ours (lstsq, rect).
+3. A generator forward + backward at the paper widths (offsets on, bilinear) on the same
    batch, the geometry's share of it (target: < 5%), and the share of the part warps.
 Pose pairs are real Market-1501 test pairs when ../shared is present, jittered synthetic
 poses otherwise. Figures only, nothing asserted.
@@ -27,7 +30,9 @@ from pipeline.model.geometry import (
     BEHIND, HEAD_HALF_SIDE, HEAD_JOINTS, LIMB_HALF_WIDTH, LIMB_MIRROR, LIMBS,
     MIN_SPREAD_RATIO, NUM_PARTS, SHOULDERS, TORSO_JOINTS, part_geometry,
 )
-from pipeline.model.warp import affine_to_grid_theta, resize_masks, warp_parts
+from pipeline.model.warp import (
+    affine_to_grid_theta, resize_masks, resize_masks_nearest, warp_parts, warp_parts_nearest,
+)
 
 H, W = 128, 64
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "market1501-annotations"
@@ -159,9 +164,45 @@ def timed(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def torch_geometry(src: torch.Tensor, tgt: torch.Tensor):
-    geo = part_geometry(src, tgt, H, W)
+def torch_geometry(src: torch.Tensor, tgt: torch.Tensor, affine_fit: str = "lstsq",
+                   part_masks: str = "rect"):
+    geo = part_geometry(src, tgt, H, W, affine_fit=affine_fit, part_masks=part_masks)
     return geo, affine_to_grid_theta(geo.affines, H, W)
+
+
+def bench_warps(geo, theta, batch: int, repeats: int) -> None:
+    """Forward + backward of one part warp per level (paper widths, the four warped
+    levels): the dense bilinear warp (every part over the whole map, the old code), the
+    sparse one (parts sampled where their masks are), and the original's nearest warp."""
+    widths = ModelConfig().encoder_widths[:4]
+    feats = [torch.randn(batch, c, H >> l, W >> l, requires_grad=True)
+             for l, c in enumerate(widths)]
+    offs = [torch.zeros(batch, 2, H >> l, W >> l, requires_grad=True) for l in range(4)]
+
+    def run(kind: str, level: int):
+        feat = feats[level]
+        if kind == "nearest":
+            masks = resize_masks_nearest(geo.masks, *feat.shape[-2:])
+            out = warp_parts_nearest(feat, geo.affines, masks, geo.valid, "max", float(2 ** level))
+        else:
+            masks = resize_masks(geo.masks, *feat.shape[-2:])
+            out = warp_parts(feat, theta, masks, geo.valid, "max", offs[level],
+                             sparse=kind == "sparse")
+        out.mean().backward()
+
+    print(f"part warps, forward+backward, batch {batch}, max over 10 parts (+ offsets for "
+          f"bilinear), ms:")
+    totals = {"dense": 0.0, "sparse": 0.0, "nearest": 0.0}
+    for level, c in enumerate(widths):
+        row = {kind: timed(lambda: run(kind, level), repeats) for kind in totals}
+        for kind in totals:
+            totals[kind] += row[kind]
+        print(f"  level {level} ({c:3d} ch, {H >> level:3d}x{W >> level:2d}): bilinear dense (old) "
+              f"{row['dense'] * 1e3:7.1f}, sparse (new) {row['sparse'] * 1e3:7.1f} "
+              f"({row['dense'] / row['sparse']:.1f}x), nearest {row['nearest'] * 1e3:7.1f}")
+    print(f"  all four levels: dense {totals['dense'] * 1e3:.0f} ms, sparse "
+          f"{totals['sparse'] * 1e3:.0f} ms ({totals['dense'] / totals['sparse']:.1f}x faster), "
+          f"nearest {totals['nearest'] * 1e3:.0f} ms")
 
 
 def main() -> None:
@@ -188,7 +229,9 @@ def main() -> None:
         return out, [numpy_theta(o[1]) for o in out]
 
     t_numpy = timed(run_numpy, max(3, args.repeats // 4))
-    print(f"geometry + theta, torch batched : {t_torch * 1e3:8.2f} ms / batch")
+    t_paper = timed(lambda: torch_geometry(src, tgt, "dlt", "original"), args.repeats)
+    print(f"geometry + theta, paper mode (dlt fit, original masks): {t_paper * 1e3:8.2f} ms / batch")
+    print(f"geometry + theta, ours (lstsq, rect), torch batched : {t_torch * 1e3:8.2f} ms / batch")
     print(f"geometry + theta, numpy per-pair: {t_numpy * 1e3:8.2f} ms / batch "
           f"({t_numpy / t_torch:.1f}x slower)")
 
@@ -203,9 +246,11 @@ def main() -> None:
     print(f"agreement: max |affine diff| {aff_err:.2e} px, max |theta diff| {th_err:.2e}, "
           f"mask pixels differing {mask_diff * 100:.4f}%")
 
+    paper_geo, paper_theta = torch_geometry(src, tgt, "dlt", "original")
+    bench_warps(paper_geo, paper_theta, args.batch, max(2, args.repeats // 10))
     if args.skip_generator:
         return
-    gen = Generator(ModelConfig(), H, W)
+    gen = Generator(ModelConfig(offsets=True, warp_sampling="bilinear"), H, W)
     batch = args.batch
     xa = torch.rand(batch, 3, H, W) * 2 - 1
     ha, hb = torch.rand(batch, 18, H, W), torch.rand(batch, 18, H, W)

@@ -1,11 +1,16 @@
-"""Evaluation throughput: batched SSIM + mask-SSIM (ours) vs a per-pair scikit-image loop.
+"""Evaluation throughput: batched SSIM + mask-SSIM (ours) vs a per-pair scikit-image loop,
+and the cost per pair of the network metrics (torch-fidelity Inception, lpips LPIPS).
 
     python -m bench.bench_metrics [--pairs 2000] [--loop-pairs 300] [--threads N] [--pose-weights FILE]
+                                  [--deep-pairs 64] [--device cpu|cuda]
 
 Pairs are 128x64 crops: the 55 Deformable GAN user-study pairs of ../shared (tiled) with the
 canonical test keypoints as targets, or random images and random poses when ../shared is
 absent. Also prints SSIM / mask-SSIM of the original Deformable GAN outputs on the user
-study (masks from YOLO keypoints detected on the real targets). Prints figures, asserts nothing.
+study (masks from YOLO keypoints detected on the real targets). The Inception and LPIPS
+weights are resolved offline (pipeline.weights); where absent, seeded random weights of the
+same graphs stand in (the timing is the same, the values mean nothing). Prints figures,
+asserts nothing.
 """
 from __future__ import annotations
 
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=int, default=2000)
     ap.add_argument("--loop-pairs", type=int, default=300, help="pairs timed for the scikit-image loop")
     ap.add_argument("--pose-weights", default=str(SHARED / "weights/yolo11n-pose.pt"))
+    ap.add_argument("--deep-pairs", type=int, default=64, help="pairs timed for Inception / LPIPS (0: skip)")
+    ap.add_argument("--device", default=None, help="device for Inception / LPIPS (default: cuda if present)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's); 1 is faster on a busy machine")
     args = ap.parse_args(argv)
@@ -104,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"speed-up: {(args.pairs / ours) / (n / loop):.2f}x; max |diff| SSIM {np.nanmax(np.abs(s[:n] - ref_s)):.2e}, "
           f"mask-SSIM {np.nanmax(np.abs(ms[:n] - ref_ms)):.2e}")
 
+    if args.deep_pairs > 0:
+        per_pair_ssim = ours / args.pairs
+        deep_metrics(real[: args.deep_pairs], gen[: args.deep_pairs], args.device, per_pair_ssim)
+
     weights = Path(args.pose_weights)
     study = SHARED / "data/deformable-gan-userstudy"
     if weights.is_file() and study.is_dir():
@@ -117,6 +128,68 @@ def main(argv: list[str] | None = None) -> None:
               f"L1 {summary['l1']:.4f}, DS {summary['ds']:.4f}, PCKh {summary['pckh']:.4f}")
     else:
         print("user study: skipped (../shared weights or images absent)")
+
+
+def _offline(spec: str, param: str, make_random) -> tuple[str, str]:
+    """(local file, label): the resolved weights, else a random stand-in written by make_random."""
+    from pipeline import weights
+
+    try:
+        return str(weights.resolve(spec, param, allow_download=False)), spec
+    except FileNotFoundError:
+        return str(make_random()), f"random {spec} (timing only)"
+
+
+def deep_metrics(real: np.ndarray, gen: np.ndarray, device: str | None, per_pair_ssim: float) -> None:
+    """Per-image Inception and per-pair LPIPS cost; the evaluate stage runs Inception on 7
+    images per test pair (model: target, generated, masked; copy_source: source, masked;
+    real: target, masked)."""
+    import tempfile
+
+    import torch
+    from torchvision.models import alexnet
+
+    from pipeline.metrics import inception, lpips
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    n = len(real)
+    with tempfile.TemporaryDirectory() as tmp:
+        inc_path, inc_label = _offline("inception_fid", "evaluate.inception_weights",
+                                       lambda: inception.write_random_weights(Path(tmp) / "inception.pth"))
+        alex_path, alex_label = _offline("alexnet", "evaluate.alexnet_weights",
+                                         lambda: _random_alexnet(Path(tmp) / "alexnet.pth", alexnet))
+        ext, info = inception.load_inception(inc_path, allow_download=False, device=device)
+        model, linfo = lpips.load_lpips("lpips_alex", alex_path, allow_download=False, device=device)
+    for name, net, why in (("Inception", ext, info), ("LPIPS", model, linfo)):
+        if net is None:
+            print(f"{name}: skipped ({why})")
+    if ext is not None:
+        inception.inception_outputs(real[:2], ext, batch_size=2, device=device)  # warm-up
+        sync()
+        t = time.perf_counter()
+        inception.inception_outputs(real, ext, batch_size=32, device=device)
+        sync()
+        per_image = (time.perf_counter() - t) / n
+        print(f"Inception ({inc_label}, {device}): {1e3 * per_image:.1f} ms/image; x7 per evaluated pair = "
+              f"{7e3 * per_image:.1f} ms/pair ({7 * per_image / per_pair_ssim:.0f}x SSIM + mask-SSIM)")
+    if model is not None:
+        lpips.lpips_distance(real[:2], gen[:2], model, batch_size=2, device=device)
+        sync()
+        t = time.perf_counter()
+        lpips.lpips_distance(real, gen, model, batch_size=32, device=device)
+        sync()
+        per_pair = (time.perf_counter() - t) / n
+        print(f"LPIPS (AlexNet {alex_label}, {device}): {1e3 * per_pair:.2f} ms/pair "
+              f"({per_pair / per_pair_ssim:.1f}x SSIM + mask-SSIM)")
+
+
+def _random_alexnet(path: Path, alexnet) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(alexnet(weights=None).state_dict(), path)
+    return path
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ joints present (so a sparse skeleton ranks below a full one); `model` names the 
 its sha256. Without a manifest, split comes from the file name (…-train.csv -> train),
 person_id from Market-1501 names (-1 otherwise), width x height is the canonical 64x128.
 
-Joined with a manifest: one row per manifest image in manifest order, split/person_id/
-width/height from the manifest; an image with no annotation row gets detected=False and
-error "no annotation". Keypoints are rescaled from the canonical crop size to the image's
+Joined with a manifest: one row per manifest image in manifest order (named as the file
+is), split/person_id/width/height from the manifest, matched by canonical name (a doubled
+`.jpg.jpg` counts as `.jpg`, on either side); an image with no annotation row gets
+detected=False and error "no annotation". Keypoints are rescaled from the canonical crop size to the image's
 own size when they differ (a no-op on Market-1501).
 
 Export writes any keypoint table back in the canonical format; an import followed by an
@@ -33,7 +34,7 @@ from pipeline.keypoints import (
     scale_keypoints,
     write_annotation_csv,
 )
-from pipeline.market import NAME_RE
+from pipeline.market import NAME_RE, canonical_names
 from pipeline.fsutil import file_digest
 
 CANONICAL_HW = (128, 64)  # (height, width) of the crops the canonical files annotate
@@ -108,11 +109,15 @@ def join_manifest(
     Raises ValueError when an image matches more than one annotation row.
     """
     man = manifest.reset_index(drop=True)
-    key = pd.DataFrame({"name": man["name"].astype(str), "_row": np.arange(len(man))})
+    # Matched on canonical names: a file and its annotation may differ in carrying one
+    # `.jpg` or two (18 canonical test annotations are named `*.jpg.jpg`).
+    key = pd.DataFrame({"_key": canonical_names(man["name"]).to_numpy(object),
+                        "_row": np.arange(len(man))})
     key["_msplit"] = man["split"].astype(str).to_numpy()
     ann = annotations.reset_index(drop=True).assign(_ann=np.arange(len(annotations)))
     ann = ann.astype({"name": str})
-    hits = key.merge(ann[["name", "split", "_ann"]], on="name", how="inner")
+    ann["_key"] = canonical_names(ann["name"]).to_numpy(object)
+    hits = key.merge(ann[["_key", "name", "split", "_ann"]], on="_key", how="inner")
     # An unknown split on either side (a standalone folder's manifest, or an annotation file
     # whose name says no split) matches any split.
     ann_split = hits["split"].fillna("").astype(str)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
-import yaml
 
 T = TypeVar("T")
 
@@ -45,8 +44,10 @@ class PathsConfig:
     models: str = "models"
     train_metrics: str = "metrics/train.json"
     train_plots: str = "metrics/train_losses.csv"
+    train_validation: str = "metrics/train_validation.csv"
     evaluation: str = "data/evaluation"
     eval_metrics: str = "metrics/eval.json"
+    eval_details: str = "metrics/eval_details.json"  # reasons, notes, paths (not numbers)
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,33 @@ class PairsConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The networks. Defaults are the original pose-gan code's values (method.md); each
+    departure of ours is one option whose other value is ours (README: "Paper mode")."""
+
     warp: Literal["none", "global", "parts"] = "parts"
     warp_agg: Literal["max", "avg"] = "max"
-    offsets: bool = True
+    offsets: bool = False  # ours: learned residual offsets (needs warp_sampling bilinear)
     encoder_widths: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
     decoder_widths: tuple[int, ...] = (512, 512, 512, 256, 128)
     disc_widths: tuple[int, ...] = (64, 128, 256, 512)
     dropout: float = 0.5
     upsample: Literal["transpose", "resize"] = "transpose"  # decoder upsampling
+    # sample: keras-contrib InstanceNormalization(axis=None) (one mean/std over C*H*W per
+    # sample, /(std + 1e-3), scalar gamma/beta); instance: per-channel InstanceNorm2d.
+    norm: Literal["sample", "instance"] = "sample"
+    block_bias: bool = False  # bias on the 4x4 block convs without a norm after them
+    # original: unpadded first conv, ..., pad -> 4x4/2 conv to 1 (no bias) -> sigmoid (3x1
+    # patches at 128x64), loss -log(p + 1e-7); patch: stride-1 4x4 conv with bias, logits
+    # (7x3 patches), softplus loss.
+    disc_head: Literal["original", "patch"] = "original"
+    init: Literal["glorot", "normal"] = "glorot"  # Keras glorot_uniform | N(0, 0.02)
+    affine_fit: Literal["dlt", "lstsq"] = "dlt"  # skimage 0.13 estimate_transform | least squares
+    # original: the original's mask raster (PNPOLY, far end extended from the extended
+    # segment, int-truncated head square); rect: closed rectangles of method.md's sizes.
+    part_masks: Literal["original", "rect"] = "original"
+    # nearest: tf.contrib.image.transform (nearest, top-left pixels, translation / 2^k,
+    # masks every 2^k-th pixel); bilinear: half-pixel grid_sample, area-thresholded masks.
+    warp_sampling: Literal["nearest", "bilinear"] = "nearest"
 
 
 @dataclass(frozen=True)
@@ -112,11 +132,14 @@ class LossConfig:
     nn_window: int = 3
     perceptual_weight: float = 0.0
     perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4")
-    offset_smooth_weight: float = 0.01
+    offset_smooth_weight: float = 0.0
     l1_weight: float = 0.0
-    vgg_weights: str = "imagenet"
-    # VGG input convention; null = "imagenet" for vgg_weights imagenet, else "caffe_rgb".
-    vgg_convention: Literal["imagenet", "caffe_rgb", "caffe_bgr"] | None = None
+    # A weights name (pipeline/weights.py: vgg19_keras, the original's; vgg19_torchvision,
+    # alias imagenet) or a local file.
+    vgg_weights: str = "vgg19_keras"
+    # VGG input convention; null = "imagenet" for torchvision weights, else "caffe_rgb".
+    # pose_gan: caffe with the R and B means swapped, as the original subtracted them.
+    vgg_convention: Literal["imagenet", "caffe_rgb", "caffe_bgr", "pose_gan"] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,10 +150,18 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     num_workers: int = 2
     device: str = "auto"
-    amp: bool = True
+    # Mixed precision: bf16 autocast on CUDA (fp16 + scaler without native bf16) and on
+    # CPUs with native bf16; false = float32 everywhere (the original).
+    amp: bool = False
+    # 3: the original's iteration (independent batches for D real, D fake, G step);
+    # 1: one batch for all three terms (ours).
+    batches_per_step: Literal[1, 3] = 3
     checkpoint_every: int = 1000
     log_every: int = 50
     sample_every: int = 1000
+    val_every: int = 0           # validate every N steps (0 = never)
+    val_pairs: int = 256         # fixed, seeded subset of the test pairs
+    select_by: Literal["ssim", "mask_ssim", "masked_l1"] = "mask_ssim"  # best.pt criterion
 
 
 @dataclass(frozen=True)
@@ -143,12 +174,14 @@ class TrackingConfig:
 class EvaluateConfig:
     batch_size: int = 32
     max_pairs: int | None = None
-    inception_weights: str | None = None
-    lpips_weights: str | None = None
-    alexnet_weights: str | None = None  # torchvision AlexNet state dict for LPIPS; null = cache/download
-    pose_weights: str | None = None
+    checkpoint: Literal["last", "best"] = "last"  # models/generator.pt | models/best.pt
+    # Weights names (pipeline/weights.py) or local files; null = not computed.
+    inception_weights: str | None = "inception_fid"
+    lpips_weights: str | None = "lpips_alex"
+    alexnet_weights: str | None = "alexnet"
+    pose_weights: str | None = None  # null = pose.weights
     grid_pairs: int = 8
-    download: bool = True  # may fetch missing Inception / AlexNet weights (torchvision)
+    download: bool = True  # may fetch missing weights into the cache; false = report them null
 
 
 @dataclass(frozen=True)
@@ -191,7 +224,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where}: got {value!r}")
     if origin is Literal:
-        if value not in args:
+        # `True in (1, 3)` holds in Python: a bool never stands for an integer choice.
+        if value not in args or (isinstance(value, bool) and bool not in map(type, args)):
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
     if origin is tuple:
@@ -237,6 +271,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read params.yaml into a Params; a missing file or a bad key raises ConfigError."""
+    import yaml  # here, not at import: the GPU bench runs with torch and numpy alone
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")

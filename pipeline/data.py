@@ -226,6 +226,16 @@ class InfiniteSampler(Sampler[int]):
             epoch, offset = epoch + 1, 0
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _worker_init(_: int) -> None:
     # Workers decode JPEGs: one thread each, so they don't fight the training threads.
     import cv2
@@ -262,9 +272,12 @@ def build_loader(
 
     The loader gets its own torch.Generator so creating its iterator never consumes the
     global RNG (which drives dropout and must match an uninterrupted run after a resume).
+    Workers (each decoding on one thread) are capped at the CPU cores this process may use,
+    e.g. up to 16 on a 16-core GPU machine; more would only contend. Batches keep their
+    order whatever the worker count, so the data stream does not depend on it.
     """
     sampler = InfiniteSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, start=start)
-    workers = max(0, int(num_workers))
+    workers = min(max(0, int(num_workers)), usable_cores())
     return DataLoader(
         dataset,
         batch_size=batch_size,

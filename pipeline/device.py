@@ -1,9 +1,12 @@
 """Device, mixed-precision and distributed-process selection for training and inference.
 
-CPU runs stay in float32 (bit-reproducible, needed for exact resume). CUDA runs use
-autocast with bfloat16 when the GPU supports it natively (Ampere or newer), else float16
-with a GradScaler, plus channels_last and cudnn.benchmark. Distributed runs are detected
-from the environment variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
+With amp off everything runs in float32. With amp on, CUDA runs use autocast with bfloat16
+when the GPU supports it natively (Ampere or newer), else float16 with a GradScaler, plus
+channels_last and cudnn.benchmark; CPU runs use bfloat16 autocast when the CPU has native
+bf16 instructions (AVX512-BF16 or AMX), else stay float32 (emulated bf16 is slower than
+float32). CPU runs are deterministic either way, so a resumed run repeats an uninterrupted
+one exactly. Distributed runs are detected from the environment variables torchrun sets
+(RANK, WORLD_SIZE, LOCAL_RANK).
 """
 from __future__ import annotations
 
@@ -72,11 +75,12 @@ def select_device(name: str = "auto", local_rank: int | None = None) -> torch.de
     raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
 
 
-def setup_device(name: str = "auto", amp: bool = True) -> DeviceSetup:
-    """Select the device and its precision policy; sets global CUDA flags when on CUDA."""
+def setup_device(name: str = "auto", amp: bool = False) -> DeviceSetup:
+    """Select the device and its precision policy (train.amp); sets global CUDA flags on CUDA."""
     device = select_device(name)
     if device.type != "cuda":
-        return DeviceSetup(device=device)
+        native = amp and device.type == "cpu" and cpu_has_native_bf16()
+        return DeviceSetup(device=device, amp_dtype=torch.bfloat16 if native else None)
     torch.cuda.set_device(device)
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick fast kernels
     if not amp:
@@ -93,6 +97,24 @@ def cuda_amp_dtype() -> torch.dtype:
     yes on V100/T4, where bf16 convolutions are emulated and many times slower.
     """
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 dot-product instructions (AVX512-BF16, or AMX-BF16 tiles),
+    which oneDNN uses for bf16 convolutions and matmuls; elsewhere bf16 is emulated."""
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def adam_implementation(device: torch.device) -> str:
+    """"fused" where torch has a fused Adam kernel for the device (CPU and CUDA in torch >=
+    2.4), else "foreach" (one multi-tensor op per step instead of a loop over parameters)."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices as fused_devices
+        supported = set(fused_devices())
+    except ImportError:  # a private helper: older/newer torch may lack it
+        supported = {"cuda"}
+    return "fused" if device.type in supported else "foreach"
 
 
 # --------------------------------------------------------------------------- distributed

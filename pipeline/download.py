@@ -7,14 +7,24 @@ Last-Modified is sent as If-Range so a changed file restarts instead of being sp
 server that ignores Range (200 instead of 206) restarts the file from byte 0. Transient
 failures are retried with exponential backoff.
 
+Google Drive URLs (drive.google.com, drive.usercontent.google.com) go through gdown instead:
+a large Drive file answers a plain GET with an HTML confirmation page (a form carrying
+confirm/uuid fields) that gdown parses and follows. Its partial file resumes too. Either
+way the result is checked before it is used: an HTML page instead of the archive is
+rejected with one line, then the checksum is verified, then the file is renamed into place.
+$DEFORMABLE_GAN_DRIVE_URL (tests only) sends every request for the Drive hosts to another
+base URL, e.g. a 127.0.0.1 server that plays Drive.
+
 prepare_dataset() is the download stage's whole job: archive (download or local copy) ->
 safe extraction (pipeline.extract) -> manifest (pipeline.manifest); or, for the synthetic
 source, pipeline.synthetic.generate into the same layout.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -22,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -36,6 +47,9 @@ ALGORITHMS = ("sha256", "md5")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF = 60.0  # seconds; cap on the exponential wait between attempts
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
+DRIVE_HOSTS = ("drive.google.com", "drive.usercontent.google.com", "docs.google.com")
+ENV_DRIVE_URL = "DEFORMABLE_GAN_DRIVE_URL"  # tests: base URL standing in for the Drive hosts
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<meta", b"<title")
 
 
 class DownloadError(RuntimeError):
@@ -221,6 +235,11 @@ def download(url: str, dest: Path, *, checksum: str | None = None, timeout: floa
         except ChecksumError:
             dest.unlink()  # a stale or corrupt earlier download: fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
+    file_id = drive_file_id(url)
+    if file_id is not None:
+        part = _drive_download(url, file_id, dest, timeout=timeout, retries=retries,
+                               progress=progress)
+        return _finish(url, part, dest, checksum)
     part, meta = _part_paths(dest)
     own_session = session is None
     session = session or requests.Session()
@@ -243,14 +262,118 @@ def download(url: str, dest: Path, *, checksum: str | None = None, timeout: floa
     finally:
         if own_session:
             session.close()
+    return _finish(url, part, dest, checksum, meta)
+
+
+def _finish(url: str, part: Path, dest: Path, checksum: str | None, *extra: Path) -> Fetched:
+    """Check a complete download (not HTML, checksum) and rename it to `dest`; a rejected
+    file is deleted with its side files."""
     try:
+        check_not_html(part, f"{url}: the download")
         actual = verify_file(part, checksum)
-    except ChecksumError as exc:
-        _discard(part, meta)
-        raise ChecksumError(f"{url}: downloaded file rejected: {exc}") from exc
+    except DownloadError as exc:
+        _discard(part, *extra)
+        if isinstance(exc, ChecksumError):
+            raise ChecksumError(f"{url}: downloaded file rejected: {exc}") from exc
+        raise
     part.replace(dest)
-    _discard(meta)
+    _discard(*extra)
     return Fetched(dest, actual, checksum is not None, reused=False)
+
+
+def check_not_html(path: Path, what: str) -> None:
+    """Raise DownloadError when `path` holds an HTML page (a login, quota or Drive
+    confirmation page saved in place of the archive)."""
+    with open(path, "rb") as f:
+        head = f.read(2048).lstrip().lower()
+    if head.startswith(_HTML_STARTS) or b"<html" in head:
+        raise DownloadError(
+            f"{what} is an HTML page ({path.stat().st_size} bytes), not the "
+            f"{market.ARCHIVE_NAME} zip (a Drive confirmation, quota or login page?); "
+            "download the archive by hand and set data.archive"
+        )
+
+
+# --------------------------------------------------------------------------- Google Drive
+
+
+def drive_file_id(url: str) -> str | None:
+    """The file id of a Google Drive URL (?id=ID or /file/d/ID/...); None for other hosts."""
+    parts = urlsplit(url)
+    if parts.hostname not in DRIVE_HOSTS:
+        return None
+    ids = parse_qs(parts.query).get("id")
+    if ids:
+        return ids[0]
+    m = re.search(r"/file/(?:u/\d+/)?d/([-\w]+)", parts.path)
+    if m:
+        return m.group(1)
+    raise DownloadError(f"{url}: a Google Drive URL without a file id (?id=... or /file/d/...)")
+
+
+def _drive_download(url: str, file_id: str, dest: Path, *, timeout: float, retries: int,
+                    progress: bool) -> Path:
+    """Fetch a Drive file with gdown into `dest`.drive (resumable); returns that path."""
+    import gdown
+
+    part = dest.with_name(dest.name + ".drive")
+    try:
+        with _drive_hosts_redirected(os.environ.get(ENV_DRIVE_URL, "").strip()):
+            # resume: gdown continues its own partial file, and skips `part` when complete.
+            gdown.download(id=file_id, output=str(part), quiet=not progress, resume=True,
+                           timeout=timeout, retries=retries,
+                           cookies_file=str(dest.parent / ".gdown-cookies.txt"))
+    except gdown.FileURLRetrievalError as exc:
+        raise DownloadError(
+            f"{url}: Google Drive did not hand out the file ({_one_line(exc)}); "
+            "download it by hand and set data.archive"
+        ) from exc
+    except (gdown.DownloadError, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise DownloadError(f"{url}: Google Drive download failed ({_one_line(exc)}); "
+                            "run again to resume, or set data.archive") from exc
+    return part
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # gdown's retrieval error: a header line, then the reason indented below it.
+    text = " ".join(lines[1:2] if len(lines) > 1 and lines[0].endswith(":") else lines[:1])
+    return (text or type(exc).__name__)[:300]
+
+
+class _HostRedirect(requests.adapters.HTTPAdapter):
+    """Sends each request to `base` + the original path and query (tests stand in for Drive)."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base.rstrip("/")
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        request.url = self.base + urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        return super().send(request, **kwargs)
+
+
+@contextlib.contextmanager
+def _drive_hosts_redirected(base: str):
+    """With a base URL, sessions created meanwhile (gdown makes its own) route the Drive
+    hosts to it; without one, nothing changes."""
+    if not base:
+        yield
+        return
+    original = requests.session
+
+    def session() -> requests.Session:
+        s = original()
+        for host in DRIVE_HOSTS:
+            s.mount(f"https://{host}/", _HostRedirect(base))
+        return s
+
+    requests.session = session
+    try:
+        yield
+    finally:
+        requests.session = original
 
 
 def fetch_archive(cfg: DataConfig, archive: str | Path | None = None, progress: bool = True) -> Fetched:
@@ -261,6 +384,7 @@ def fetch_archive(cfg: DataConfig, archive: str | Path | None = None, progress: 
         path = Path(local)
         if not path.is_file():
             raise DownloadError(f"{path}: archive not found (data.archive / --archive)")
+        check_not_html(path, f"{path} (data.archive)")
         return Fetched(path, verify_file(path, cfg.checksum), cfg.checksum is not None, reused=True)
     return download(cfg.url, Path(cfg.cache_dir) / market.ARCHIVE_NAME, checksum=cfg.checksum,
                     timeout=cfg.timeout, retries=cfg.retries, progress=progress)

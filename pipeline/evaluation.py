@@ -14,8 +14,19 @@ Scoring goes through pipeline.metrics.scoring.Scorer (definitions in pipeline/me
 per-pair SSIM, mask-SSIM, L1, masked L1 (and LPIPS, DS, PCKh when their models are
 loaded), and the set metrics FID / IS / mask-IS from accumulated Inception outputs.
 
-Summary layout (the DVC metrics JSON):
-    {"model": {...}, "copy_source": {...}, "real": {...}, "pairs": N, "notes": {...}}
+Two files come out of a summary {"model": {...}, "copy_source": {...}, "real": {...},
+"pairs": N, "notes": {...}}:
+    metrics (paths.eval_metrics, a DVC metric)   the model's headline numbers, flat
+                                                 ({"ssim": .., "mask_ssim": .., ..., "pairs": N}),
+                                                 so `dvc metrics show` / `dvc exp show` stay
+                                                 a few columns wide;
+    details (paths.eval_details)                 the whole summary: baselines, counts, std,
+                                                 every *_reason, notes (which checkpoint,
+                                                 generator path and step, MLflow run).
+Reasons and notes also go to the MLflow run as tags (eval/<group>/<key>).
+
+The sample grid holds one row per test identity: the first pair of each distinct person
+id, in pair order, up to evaluate.grid_pairs rows.
 """
 from __future__ import annotations
 
@@ -38,6 +49,8 @@ IMAGES_DIR = "images"
 GRID_FILE = "grid.png"
 GRID_ARTIFACT = "evaluation/grid.png"
 SET_ONLY_FOR_REAL = ("is", "mask_is", "ds", "pckh")  # set metrics meaningful on real targets
+# The headline metrics, in column order, that the DVC metrics file keeps (when computed).
+HEADLINE = ("ssim", "mask_ssim", "l1", "masked_l1", "lpips", "fid", "is", "mask_is", "ds", "pckh")
 
 def pair_file(name_a: str, name_b: str) -> str:
     return f"{Path(name_a).stem}{SEP}{Path(name_b).stem}.png"
@@ -105,6 +118,26 @@ def generate_test_images(
     return pd.DataFrame(rows, columns=["from", "to", "file"])
 
 
+def person_key(name: str) -> str:
+    """Identity of an image: the Market-1501 person id of its name, else the name itself."""
+    from pipeline.market import parse_name
+
+    try:
+        return str(parse_name(Path(str(name)).name)[0])
+    except ValueError:
+        return str(name)
+
+
+def identity_rows(source_names, n: int) -> np.ndarray:
+    """Indices of the first pair of each distinct source identity, in pair order, at most n.
+
+    source_names: the pairs' source image names [P]. Returns int64 [min(n, #identities)].
+    """
+    keys = pd.Series([person_key(a) for a in source_names], dtype=object)
+    first = np.flatnonzero(~keys.duplicated().to_numpy())
+    return first[: max(int(n), 0)].astype(np.int64)
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -134,8 +167,8 @@ def score_generated(
 
     models: pipeline.metrics.scoring.Models (Inception / LPIPS / pose detector, each possibly
     None with a reason); default: only the per-pair metrics that need no weights.
-    Returns (summary, per_pair table, grid arrays for the first cfg.grid_pairs pairs:
-    xa, kpb, gen, xb as uint8 [N, H, W, 3] / float32 [N, 18, 2]).
+    Returns (summary, per_pair table, grid arrays for one pair per identity (identity_rows,
+    up to cfg.grid_pairs): xa, kpb, gen, xb as uint8 [N, H, W, 3] / float32 [N, 18, 2]).
     """
     from pipeline.metrics.scoring import Models, Scorer
 
@@ -151,8 +184,9 @@ def score_generated(
         "real": Scorer(real_models, batch_size=cfg.batch_size),
     }
     grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
-    grid_n = max(int(cfg.grid_pairs), 0)
-    seen = [0]
+    n = len(dataset) if cfg.max_pairs is None else min(int(cfg.max_pairs), len(dataset))
+    wanted = identity_rows(dataset.names[dataset.pair_a[:n]], cfg.grid_pairs)
+    seen = [0]  # pairs generated so far: the index of the batch's first pair
 
     def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
         real, src = to_uint8(batch["xb"]), to_uint8(batch["xa"])
@@ -160,11 +194,11 @@ def score_generated(
         names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
         for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
             scorers[which].add(names, real, pred, kp)
-        take = min(grid_n - seen[0], len(real))
-        if take > 0:
+        take = wanted[(wanted >= seen[0]) & (wanted < seen[0] + len(real))] - seen[0]
+        if len(take):
             for key, arr in (("xa", src), ("kpb", kp), ("gen", gen), ("xb", real)):
-                grid[key].append(arr[:take])
-            seen[0] += take
+                grid[key].append(arr[take])
+        seen[0] += len(real)
 
     files = generate_test_images(generator, dataset, Path(out_dir) / IMAGES_DIR, cfg.batch_size,
                                  device, cfg.max_pairs, on_batch)
@@ -208,6 +242,39 @@ def sample_grid(sources: np.ndarray, kp_target: np.ndarray, generated: np.ndarra
     return np.ascontiguousarray(panels.transpose(0, 2, 1, 3, 4).reshape(n * h, 4 * w, 3))
 
 
+# --------------------------------------------------------------------------- metrics / details
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float | int]:
+    """The DVC metrics file: the model's computed HEADLINE metrics (flat) and the pair count.
+    Null metrics are left out here; the details file says why they are null."""
+    group = summary.get("model", {})
+    out: dict[str, float | int] = {k: group[k] for k in HEADLINE if _number(group.get(k))}
+    pairs = summary.get("pairs")
+    if _number(pairs):
+        out["pairs"] = int(pairs)
+    return _plain(out)
+
+
+def text_entries(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, str]:
+    """Every non-numeric leaf (reasons, notes, labels, paths) as {"eval/model/fid_reason": ...},
+    for MLflow tags; null metrics appear as "null"."""
+    out: dict[str, str] = {}
+    for key, value in summary.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, Mapping):
+            out.update(text_entries(value, name))
+        elif value is None:
+            out[name] = "null"
+        elif not _number(value):
+            out[name] = str(list(value)) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
 # --------------------------------------------------------------------------- tracking
 
 
@@ -230,7 +297,7 @@ def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run
 
     def log(tracker) -> str:
         tracker.log_metrics(flat_metrics(summary))
-        tracker.set_tags({"eval_pairs": summary.get("pairs")})
+        tracker.set_tags({"eval_pairs": summary.get("pairs"), **text_entries(summary)})
         if grid_path is not None:
             tracker.log_artifact(grid_path, str(Path(GRID_ARTIFACT).parent))
         return tracker.run_id
@@ -243,8 +310,8 @@ def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run
                 return log(tracker)
         except MlflowException:
             pass  # the training run is not in this store (e.g. another machine's DB)
-    with trk.start_run(tracking) as tracker:
-        tracker.set_tags({"mlflow.runName": "evaluate", "training_run_id": run_id})
+    with trk.start_run(tracking, name="evaluate") as tracker:
+        tracker.set_tags({"training_run_id": run_id})
         return log(tracker)
 
 
@@ -263,10 +330,12 @@ def evaluate_model(
     device: str = "auto",
     tracking: TrackingConfig | None = None,
     models=None,
+    checkpoint: str = "last",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Generate and score every test pair with the generator file; write images, the grid
     (out_dir/grid.png) and the per-pair table (out_dir/per_pair.parquet); log to MLflow when
-    `tracking` is given. Returns (summary dict, per-pair DataFrame)."""
+    `tracking` is given. `checkpoint` labels which file it is (last | best | a path given by
+    hand), recorded in the notes. Returns (summary dict, per-pair DataFrame)."""
     from pipeline.checkpoint import load_generator
     from pipeline.data import load_pair_dataset
     from pipeline.device import select_device
@@ -278,8 +347,8 @@ def evaluate_model(
                                 dataset_dir, image.height, image.width, split="test")
     out_dir = Path(out_dir)
     summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
-    summary["notes"]["generator"] = str(generator_path)
-    summary["notes"]["generator_step"] = meta.get("step")
+    summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
+                            generator_step=meta.get("step"))
     grid_path = None
     if len(g["xa"]):
         from pipeline.preview import write_png

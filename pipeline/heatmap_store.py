@@ -1,18 +1,19 @@
-"""On-disk store of quantised pose heatmaps, addressable by image name.
+"""On-disk store of pose heatmaps, addressable by image name, rendered on read.
 
-A store is a folder:
-    heatmaps.npy    uint8 [N, 18, H, W], q = round(255 * h) (half up); h = q / 255 is within
-                    1/510 of the rendered value. 18*128*64 = 147,456 bytes (144 KiB) per image
-                    at 128x64, so Market-1501's 36,036 images (train 12,936, test 19,732,
-                    query 3,368) take 5.31 GB. Kept raw so any row is one memmap slice.
-    index.parquet   name (string), row (int64): which row of heatmaps.npy holds which image
-    meta.json       height, width, sigma, scale (1/255), count, dtype, plus optional extras
-                    (e.g. keypoints_sha256 of the table it was rendered from)
+Each heatmap is separable, exp(-dx^2/2s^2) * exp(-dy^2/2s^2), so the store keeps what it is
+made of, not its pixels:
+    keypoints.npy   float32 [N, 18, 2] (x, y) at height x width, -1 for a missing joint
+    index.parquet   name (string), row (int64): which row holds which image
+    meta.json       height, width, sigma, scale (1/255), count, dtype "uint8", format
+                    "keypoints", plus optional extras (e.g. keypoints_sha256)
+get(rows) renders the rows' maps in one batched torch pass and returns exactly the values
+the former dense uint8 store held (q / 255 with q = floor(255 h + 0.5), within 1/510 of h):
+the model sees the same numbers. 144 bytes per image instead of 147,456 (18*128*64 uint8),
+so Market-1501's 36,036 images take 5.2 MB instead of 5.31 GB.
 
 Writing goes to a temporary sibling folder that is renamed into place at the end, so a
 reader never sees a half-written store and a failed run leaves the old store untouched.
-Reading memory-maps heatmaps.npy lazily; a HeatmapStore pickles without its memmap (for
-DataLoader workers) and reopens it on first use after unpickling.
+A HeatmapStore loads its keypoints lazily and pickles without them (DataLoader workers).
 """
 from __future__ import annotations
 
@@ -29,17 +30,24 @@ import pandas as pd
 import torch
 
 from pipeline.fsutil import replace_dir
-from pipeline.heatmaps import ArrayLike, render_heatmaps_uint8
+from pipeline.heatmaps import ArrayLike, render_heatmaps_quantised, render_heatmaps_uint8
 from pipeline.keypoints import NUM_JOINTS
 
-ARRAY_FILE = "heatmaps.npy"
+KEYPOINTS_FILE = "keypoints.npy"
 INDEX_FILE = "index.parquet"
 META_FILE = "meta.json"
+FORMAT = "keypoints"
 SCALE = 1.0 / 255.0
 
 
 def bytes_per_image(height: int, width: int) -> int:
+    """Bytes of one image's maps as uint8 pixels (what get() returns, before float)."""
     return NUM_JOINTS * height * width
+
+
+def stored_bytes_per_image() -> int:
+    """Bytes one image takes on disk: its 18 (x, y) float32 keypoints."""
+    return NUM_JOINTS * 2 * 4
 
 
 def write_heatmap_store(
@@ -53,19 +61,17 @@ def write_heatmap_store(
     extra_meta: Mapping[str, Any] | None = None,
     threads: int | None = 1,
 ) -> Path:
-    """Render heatmaps for every image and write a store at `path` (replacing any old one).
+    """Write a store at `path` (replacing any old one) for these images.
 
-    names: N unique image names; keypoints: [N, 18, >=2] (x, y) at height x width, -1 for
-    missing joints. Rendering and writing go `chunk` images at a time into a memmap, so
-    memory stays bounded whatever N is. `threads`: torch intra-op threads while rendering
-    (restored afterwards; None keeps torch's setting). One thread is the default because
-    the renderer works on cache-sized blocks, too small to split across threads well: on a
-    shared 2-core machine two threads measured 5-8x slower than one (OpenMP barrier waits),
-    and one core already renders faster than the disk writes. Returns the store path.
+    names: N unique image names; keypoints: [N, 18, >=2] (x, y) at height x width, -1 (or
+    NaN) for missing joints. `chunk` rows are validated (rendered once, which also checks
+    the sigma and the coordinates) and copied at a time; `threads` caps torch's intra-op
+    threads while doing so (None keeps torch's setting). Returns the store path.
     """
     path = Path(path)
     names = [str(n) for n in names]
-    kp = keypoints if isinstance(keypoints, torch.Tensor) else np.asarray(keypoints, np.float32)
+    kp = keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints
+    kp = np.asarray(kp, np.float32)
     if kp.ndim != 3 or kp.shape[0] != len(names) or kp.shape[1] != NUM_JOINTS or kp.shape[2] < 2:
         raise ValueError(
             f"keypoints must be [{len(names)}, {NUM_JOINTS}, >=2] for {len(names)} names, "
@@ -76,20 +82,21 @@ def write_heatmap_store(
         raise ValueError(f"{len(dup)} duplicate image name(s): {list(dup[:20])}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         n = len(names)
-        mm = np.lib.format.open_memmap(
-            tmp / ARRAY_FILE, mode="w+", dtype=np.uint8, shape=(n, NUM_JOINTS, height, width)
-        )
+        mm = np.lib.format.open_memmap(tmp / KEYPOINTS_FILE, mode="w+", dtype=np.float32,
+                                       shape=(n, NUM_JOINTS, 2))
         with _torch_threads(threads):
             for start in range(0, n, chunk):
                 _render_chunk(mm, kp, start, min(start + chunk, n), height, width, sigma)
         mm.flush()
         del mm
-        _fsync(tmp / ARRAY_FILE)
+        _fsync(tmp / KEYPOINTS_FILE)
         pd.DataFrame(
             {"name": pd.Series(names, dtype="string"), "row": np.arange(n, dtype=np.int64)}
         ).to_parquet(tmp / INDEX_FILE, index=False)
@@ -100,6 +107,7 @@ def write_heatmap_store(
             "scale": SCALE,
             "count": n,
             "dtype": "uint8",
+            "format": FORMAT,
             **dict(extra_meta or {}),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -111,11 +119,14 @@ def write_heatmap_store(
 
 
 def _render_chunk(
-    mm: np.ndarray, kp: ArrayLike, start: int, stop: int, height: int, width: int, sigma: float
+    mm: np.ndarray, kp: np.ndarray, start: int, stop: int, height: int, width: int, sigma: float
 ) -> None:
-    """Render rows [start, stop) straight into the memmap."""
-    out = torch.from_numpy(mm[start:stop])
-    render_heatmaps_uint8(kp[start:stop], height, width, sigma, out=out)
+    """Copy rows [start, stop) into the memmap, missing joints normalised to -1. Rendering
+    a small block of them checks that they render (a cheap guard against bad input)."""
+    rows = np.array(kp[start:stop, :, :2], np.float32)
+    rows[~((rows[..., 0] >= 0) & (rows[..., 1] >= 0))] = -1.0  # NaN fails both tests
+    render_heatmaps_uint8(rows[:2], height, width, sigma)
+    mm[start:stop] = rows
 
 
 @contextmanager
@@ -143,9 +154,10 @@ class HeatmapStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        for f in (ARRAY_FILE, INDEX_FILE, META_FILE):
+        for f in (KEYPOINTS_FILE, INDEX_FILE, META_FILE):
             if not (self.path / f).is_file():
-                raise FileNotFoundError(f"{self.path}: not a heatmap store (missing {f})")
+                raise FileNotFoundError(f"{self.path}: not a heatmap store (missing {f}; "
+                                        "re-run the heatmaps stage)")
         try:
             self.meta: dict[str, Any] = json.loads((self.path / META_FILE).read_text())
         except json.JSONDecodeError as exc:
@@ -162,25 +174,25 @@ class HeatmapStore:
             )
         if not self._names.is_unique:
             raise ValueError(f"{self.path / INDEX_FILE}: duplicate image names in the index")
-        self._mm: np.ndarray | None = None
+        self._kp: np.ndarray | None = None
 
-    # -- lazily opened array; dropped when pickled, reopened after
+    # -- lazily loaded keypoints; dropped when pickled, reloaded after
     @property
-    def array(self) -> np.ndarray:
-        """The raw uint8 [N, 18, H, W] memmap (read-only)."""
-        if self._mm is None:
-            mm = np.load(self.path / ARRAY_FILE, mmap_mode="r")
-            want = (len(self._names), NUM_JOINTS, self.height, self.width)
-            if mm.shape != want or mm.dtype != np.uint8:
+    def keypoints(self) -> np.ndarray:
+        """float32 [N, 18, 2] (x, y) at height x width, -1 missing (read-only)."""
+        if self._kp is None:
+            kp = np.load(self.path / KEYPOINTS_FILE, mmap_mode="r")
+            want = (len(self._names), NUM_JOINTS, 2)
+            if kp.shape != want or kp.dtype != np.float32:
                 raise ValueError(
-                    f"{self.path / ARRAY_FILE}: expected uint8 {want}, got {mm.dtype} {mm.shape}"
+                    f"{self.path / KEYPOINTS_FILE}: expected float32 {want}, got {kp.dtype} {kp.shape}"
                 )
-            self._mm = mm
-        return self._mm
+            self._kp = np.array(kp)  # N x 144 bytes: small enough to hold
+        return self._kp
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_mm"] = None
+        state["_kp"] = None
         return state
 
     @property
@@ -206,7 +218,7 @@ class HeatmapStore:
         return name in self._names
 
     def rows(self, names: Iterable[str]) -> np.ndarray:
-        """Image names -> int64 rows of the array. Unknown names raise KeyError listing them."""
+        """Image names -> int64 rows of the store. Unknown names raise KeyError listing them."""
         names = pd.Index([str(n) for n in names])
         pos = self._names.get_indexer(names)
         missing = names[pos < 0]
@@ -218,9 +230,14 @@ class HeatmapStore:
         return self._rows[pos]
 
     def get(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
-        """Rows -> float32 [n, 18, H, W] heatmaps in [0, 1]."""
+        """Rows -> float32 [n, 18, H, W] heatmaps in [0, 1], quantised to k / 255 (the
+        values a uint8 store holds), rendered for the whole batch at once."""
         rows = np.asarray(rows, dtype=np.int64)
-        return self.array[rows].astype(np.float32) * np.float32(SCALE)
+        kp = torch.from_numpy(self.keypoints[rows])
+        # One thread: a batch is a few MB, and splitting it measured 5-60x slower on a
+        # loaded 2-core machine (OpenMP barrier waits); one core renders 24 maps in ~3 ms.
+        with _torch_threads(1):
+            return render_heatmaps_quantised(kp, self.height, self.width, self.sigma).numpy()
 
     def load(self, names: Iterable[str]) -> np.ndarray:
         """Names -> float32 [n, 18, H, W]; shorthand for get(rows(names))."""

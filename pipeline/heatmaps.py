@@ -98,6 +98,19 @@ def render_heatmaps_uint8(
     return out
 
 
+def render_heatmaps_quantised(kp: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """float32 [N, 18, H, W] equal to render_heatmaps_uint8(...) / 255 without the uint8 pass.
+
+    The same float ops as the uint8 path (255-scaled product, + 0.5, then floor, which is
+    what the uint8 copy's truncation does to these non-negative values), so the result is
+    bit-identical to decoding a uint8 store: q * float32(1/255).
+    """
+    gy, gx = gaussians_1d(kp, height, width, sigma, scale=255.0)
+    out = torch.mul(gy[..., :, None], gx[..., None, :])
+    out.add_(0.5).floor_()
+    return out.mul_(torch.tensor(np.float32(1.0 / 255.0)))
+
+
 def table_keypoints(table: pd.DataFrame, height: int, width: int) -> np.ndarray:
     """Keypoint table rows -> float32 [N, 18, 2] (x, y) at the target resolution.
 

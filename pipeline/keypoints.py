@@ -14,10 +14,12 @@ with integer rows/columns and -1 for missing joints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where used: the model (and the GPU bench) need only numpy
+    import pandas as pd
 
 # OpenPose / COCO-18 order used by the network and by every Market-1501 paper.
 JOINTS: tuple[str, ...] = (
@@ -94,6 +96,8 @@ def make_table(
     model: str = "",
 ) -> pd.DataFrame:
     """Build a keypoint table from arrays. keypoints: [N, 18, 3] (x, y, c) or [N, 18, 2]."""
+    import pandas as pd
+
     names = list(names)
     kp = np.asarray(keypoints, dtype=np.float32)
     # An empty table has nothing to infer the last axis from: keep the given one.

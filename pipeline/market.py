@@ -9,6 +9,8 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
+
 # split name -> folder inside the extracted dataset
 SPLIT_DIRS: dict[str, str] = {
     "train": "bounding_box_train",
@@ -31,6 +33,20 @@ def parse_name(name: str) -> tuple[int, int]:
 
 def is_market_name(name: str) -> bool:
     return NAME_RE.match(name) is not None
+
+
+_DOUBLE_JPG = re.compile(r"\.jpg\.jpg$")
+
+
+def canonical_name(name: str) -> str:
+    """The name with a doubled `.jpg.jpg` extension collapsed to `.jpg` (the join key that
+    matches a file to its annotation or pair entry whichever of the two carries one or two)."""
+    return _DOUBLE_JPG.sub(".jpg", str(name))
+
+
+def canonical_names(names) -> pd.Series:
+    """canonical_name over a sequence, vectorised; a pandas string Series."""
+    return pd.Series(list(map(str, names)), dtype="string").str.replace(_DOUBLE_JPG, ".jpg", regex=True)
 
 
 def format_name(person_id: int, camera: int, frame: int, index: int = 0, sequence: int = 1) -> str:

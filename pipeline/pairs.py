@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import PairsConfig
+from pipeline.market import canonical_names
 
 PAIR_COLUMNS = ("from", "to", "person_id", "split")
 # Joints an image must have to be usable (the torso that the part warps hang on).
@@ -105,15 +106,28 @@ def read_pair_list(path: str | Path) -> pd.DataFrame:
 
 
 def list_pairs(table: pd.DataFrame, pair_list: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Attach person ids (of the 'from' image, from the table) to a fixed pair list.
-    Names absent from the table are left for check_pairs to report (person_id -1)."""
-    ids = pd.Series(table["person_id"].to_numpy(np.int64), index=table["name"].astype(str))
-    ids = ids[~ids.index.duplicated()]
-    pid = ids.reindex(pair_list["from"].astype(str)).fillna(-1).to_numpy(np.int64)
+    """Attach person ids (of the 'from' image, from the table) to a fixed pair list, names
+    resolved to the table's by canonical name (one `.jpg` or two). Names absent from the
+    table are left for check_pairs to report (person_id -1)."""
+    # Canonical name -> the table's own name: a list entry `X.jpg.jpg` finds the image
+    # `X.jpg` and vice versa; the pairs then carry the table's (the files') names.
+    names = table["name"].astype(str).to_numpy()
+    lookup = pd.DataFrame({"name": names, "person_id": table["person_id"].to_numpy(np.int64)},
+                          index=canonical_names(names).to_numpy(object))
+    lookup = lookup[~lookup.index.duplicated()]
+    own, ids = lookup["name"], lookup["person_id"]
+
+    def resolve(column: str) -> np.ndarray:
+        listed = pair_list[column].astype(str).to_numpy()
+        found = own.reindex(canonical_names(listed).to_numpy(object)).to_numpy(object)
+        return np.where(pd.isna(found), listed, found).astype(str)
+
+    src, dst = resolve("from"), resolve("to")
+    pid = ids.reindex(canonical_names(src).to_numpy(object)).fillna(-1).to_numpy(np.int64)
     return pd.DataFrame(
         {
-            "from": pd.Series(pair_list["from"].to_numpy(str), dtype="string"),
-            "to": pd.Series(pair_list["to"].to_numpy(str), dtype="string"),
+            "from": pd.Series(src, dtype="string"),
+            "to": pd.Series(dst, dtype="string"),
             "person_id": pid,
             "split": pd.Series([split] * len(pair_list), dtype="string"),
         }

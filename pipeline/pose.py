@@ -372,15 +372,38 @@ def read_table_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
 
 
+NO_ANNOTATION = "no annotation"  # = pipeline.annotations.NO_ANNOTATION (not imported: no cycle)
+
+
+def statuses(table: pd.DataFrame) -> pd.Series:
+    """Per row: 'detected', 'no person' (read, nothing found), 'no annotation' (annotations
+    backend: the image has no canonical row, e.g. every query image) or 'failed' (any other
+    error: unreadable file, ...)."""
+    error = table["error"]
+    out = np.where(table["detected"].astype(bool), "detected", "no person").astype(object)
+    out[(error == NO_ANNOTATION).fillna(False).to_numpy(bool)] = NO_ANNOTATION
+    failed = (error.notna() & (error != NO_ANNOTATION)).fillna(False).to_numpy(bool)
+    out[failed] = "failed"
+    return pd.Series(out, index=table.index, name="status")
+
+
 def summarize(table: pd.DataFrame, backend: str, model: str) -> dict[str, Any]:
-    """The pose stage's metric: counts of images, detected, failed (rows with an error)."""
+    """The pose stage's metric: counts of images, detected, no_annotation (images the
+    annotations do not cover: not failures) and failed (rows with any other error)."""
+    status = statuses(table)
     return {
         "images": int(len(table)),
         "detected": int(table["detected"].sum()),
-        "failed": int(table["error"].notna().sum()),
+        "no_annotation": int((status == NO_ANNOTATION).sum()),
+        "failed": int((status == "failed").sum()),
         "backend": backend,
         "model": model,
     }
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that failed (status 'failed'): name and error, for the stage to list."""
+    return table.loc[(statuses(table) == "failed").to_numpy(), ["name", "error"]]
 
 
 # --------------------------------------------------------------------------- accuracy

@@ -2,7 +2,7 @@
 
     python -m pipeline.repose --source PERSON.jpg --pose TARGET \
         --model models/generator.pt --out OUT.png|OUTDIR [--gif OUT.gif]
-        [--pose-weights yolo11n-pose.pt] [--device auto] [--sigma 6] [--margin 0.1]
+        [--pose-weights yolo11n-pose.pt|FILE] [--device auto] [--sigma 6] [--margin 0.1]
 
 TARGET may be
   * an image: the pose model finds the person, whose pose is used;
@@ -328,9 +328,13 @@ def repose(
         [pose] if pose.suffix.lower() not in (".json", ".csv") else [])
 
     from pipeline.pose import load_model
+    from pipeline.weights import WeightsError, resolve
 
     try:
-        pose_model = load_model(pose_weights, "cpu" if dev.type == "cpu" else str(dev))
+        local = resolve(pose_weights, "--pose-weights")  # a weights name or a local file
+        pose_model = load_model(str(local), "cpu" if dev.type == "cpu" else str(dev))
+    except WeightsError as exc:  # already one line naming --pose-weights
+        raise ReposeError(str(exc)) from exc
     except (FileNotFoundError, ValueError) as exc:
         raise ReposeError(f"pose weights: {exc}") from exc
     src = load_people([source], pose_model, hw, "source", margin)[0]
@@ -359,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default="models/generator.pt", help="generator file (save_generator)")
     ap.add_argument("--out", required=True, help="output PNG (one target) or folder")
     ap.add_argument("--gif", default=None, help="also write the sequence as an animated GIF")
-    ap.add_argument("--pose-weights", default="yolo11n-pose.pt", help="YOLO pose weights (local path)")
+    ap.add_argument("--pose-weights", default="yolo11n-pose.pt",
+                    help="YOLO pose weights: a weights name (pipeline/weights.py) or a local file")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
                     help="heatmap sigma (px) when the checkpoint does not record one")

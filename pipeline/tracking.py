@@ -6,7 +6,11 @@ sqlite:///<root>/mlflow.db with artifacts in <root>/mlartifacts, where root is $
 (the nearest folder holding dvc.yaml, else .git) above the working directory, else the
 working directory itself.
 
-A run is named after $DVC_EXP_NAME when DVC sets it. Logging goes through a Tracker bound
+A run is named after what it is: $DVC_EXP_NAME inside `dvc exp run` (DVC sets it), else the
+git short revision, with "-dirty" when code or params differ from that commit (the files the
+pipeline itself writes do not count). The experiment carries MLflow 3's kind tag
+(mlflow.experimentKind = custom_model_development), so the UI opens it on the runs /
+model-training view rather than the GenAI traces overview. Logging goes through a Tracker bound
 to one run id through an explicit MlflowClient (no global "active run"), so the training
 stage can record the id and the evaluate stage can reopen the same run with resume_run().
 MLflow is imported lazily, inside functions, to keep `import pipeline.training` light.
@@ -17,7 +21,7 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +33,12 @@ if TYPE_CHECKING:  # pragma: no cover
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
+MAX_TAG_CHARS = 8000  # MLflow's limit for one tag value
+# MLflow 3's UI reads this experiment tag to choose the experiment's landing view; the
+# values are in its JS bundle (the Python package only sets "genai_development", for its demo).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # "Machine learning": the runs / training view
+DVC_WRITES = ("dvc.lock", ".dvc")  # rewritten by DVC itself during `dvc repro`
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -61,17 +71,41 @@ def _default_artifact_location(uri: str) -> str | None:
     return None
 
 
-def git_revision(root: str | Path | None = None) -> str | None:
-    """HEAD commit of the repository at `root` (default: project root), or None."""
+def _git(args: list[str], root: str | Path | None) -> str | None:
+    """stdout of `git <args>` at `root` (default: project root), or None when git fails."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root or project_root(), capture_output=True,
+            ["git", *args], cwd=root or project_root(), capture_output=True,
             text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    rev = out.stdout.strip()
-    return rev if out.returncode == 0 and rev else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_revision(root: str | Path | None = None) -> str | None:
+    """HEAD commit of the repository at `root` (default: project root), or None."""
+    rev = (_git(["rev-parse", "HEAD"], root) or "").strip()
+    return rev or None
+
+
+def git_dirty(root: str | Path | None = None, ignore: Sequence[str] = ()) -> bool | None:
+    """Whether the work tree differs from HEAD (tracked changes or untracked, not ignored,
+    files), leaving out dvc.lock, .dvc/ and the `ignore` paths (the pipeline's own outputs,
+    which `dvc repro` rewrites as it goes). None when git cannot tell."""
+    excludes = [f":(exclude){p}" for p in (*DVC_WRITES, *ignore) if p]
+    out = _git(["status", "--porcelain", "--", ".", *excludes], root)
+    return None if out is None else bool(out.strip())
+
+
+def run_name(root: str | Path | None = None, ignore: Sequence[str] = ()) -> str | None:
+    """$DVC_EXP_NAME, else the git short revision (+ "-dirty"), else None (MLflow picks one)."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return os.environ["DVC_EXP_NAME"]
+    short = (_git(["rev-parse", "--short=7", "HEAD"], root) or "").strip()
+    if not short:
+        return None
+    return f"{short}-dirty" if git_dirty(root, ignore) else short
 
 
 def _param_value(value: Any) -> str:
@@ -114,9 +148,12 @@ class Tracker:
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000], synchronous=True)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            if value is not None:
-                self.client.set_tag(self.run_id, str(key), str(value))
+        """Set tags in one batch (None values skipped, long values cut to MLflow's limit)."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), str(v)[:MAX_TAG_CHARS]) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[i : i + 100], synchronous=True)
 
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
         """Log a uint8 [H, W, 3] RGB image as an artifact, e.g. 'samples/step_0001000.png'."""
@@ -162,16 +199,20 @@ def _client(uri: str) -> "MlflowClient":
 
 
 def _experiment_id(client: "MlflowClient", name: str, uri: str) -> str:
+    """Id of the experiment `name`, created when missing, with its kind tag set (also on an
+    experiment created before the tag existed; a kind someone chose in the UI is kept)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_default_artifact_location(uri))
-    except Exception:  # another process created it meanwhile
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=_default_artifact_location(uri),
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except Exception:  # another process created it meanwhile
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
 def _run_exists(client: "MlflowClient", run_id: str) -> bool:
@@ -195,16 +236,28 @@ def _running(client: "MlflowClient", run_id: str) -> Iterator[Tracker]:
         client.set_terminated(run_id, status=status)
 
 
+def _pipeline_outputs(params: "Params | None") -> list[str]:
+    """The paths section's files and folders (what the stages write), relative to the root."""
+    if params is None:
+        return []
+    import dataclasses
+
+    paths = (Path(getattr(params.paths, f.name)) for f in dataclasses.fields(params.paths))
+    return [p.as_posix() for p in paths if not p.is_absolute() and ".." not in p.parts]
+
+
 @contextlib.contextmanager
 def start_run(
     cfg: "TrackingConfig",
     params: "Params | None" = None,
     run_id: str | None = None,
     enabled: bool = True,
+    name: str | None = None,
 ) -> Iterator[Tracker]:
     """Open a run for training: a new one, or `run_id` again when resuming training.
 
-    A new run gets the flattened params, the git revision tag and the DVC experiment name.
+    A new run gets the flattened params, the git revision tag and the DVC experiment name;
+    it is named `name`, else after the experiment or revision (see run_name).
     With enabled=False (e.g. DDP ranks other than 0) yields a NullTracker.
     """
     if not enabled:
@@ -223,9 +276,12 @@ def start_run(
         exp_id = _experiment_id(client, cfg.experiment, uri)
         exp_name = os.environ.get("DVC_EXP_NAME") or None
         rev = git_revision()
-        tags = {"git_revision": rev, "mlflow.source.git.commit": rev, "dvc_exp_name": exp_name}
+        outputs = _pipeline_outputs(params)
+        tags = {"git_revision": rev, "mlflow.source.git.commit": rev, "dvc_exp_name": exp_name,
+                "git_dirty": git_dirty(ignore=outputs) if rev else None}
         run = client.create_run(
-            exp_id, run_name=exp_name, tags={k: str(v) for k, v in tags.items() if v}
+            exp_id, run_name=name or run_name(ignore=outputs),
+            tags={k: str(v) for k, v in tags.items() if v is not None},
         )
         run_id = run.info.run_id
         if params is not None:

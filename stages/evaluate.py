@@ -1,11 +1,15 @@
 """DVC stage `evaluate`: protocol metrics of generated images (pipeline/metrics).
 
-Model mode (the DVC stage; no --real/--generated): generate every test pair with
-<paths.models>/generator.pt, score the model, the copy-the-source baseline and the real
-targets, write <paths.evaluation>/{images/, grid.png, per_pair.parquet} and the metrics JSON
-(paths.eval_metrics), and log both into the model's MLflow training run:
+Model mode (the DVC stage; no --real/--generated): generate every test pair with the
+generator evaluate.checkpoint names (last: <paths.models>/generator.pt, best:
+<paths.models>/best.pt, picked on validation pairs during training; --model overrides), score
+the model, the copy-the-source baseline and the real targets, write
+<paths.evaluation>/{images/, grid.png, per_pair.parquet}, the metrics JSON (paths.eval_metrics:
+the model's headline numbers) and the details JSON (paths.eval_details: baselines, counts,
+reasons of null metrics, which checkpoint), and log them into the model's MLflow training run:
 
     python -m stages.evaluate [--params params.yaml] [--model FILE] [--pairs FILE] [--out-dir DIR]
+        [--out FILE] [--details FILE]
 
 Standalone mode, on two folders of images matched by file name:
 
@@ -40,11 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pose-weights", default=None, help="YOLO pose weights; overrides evaluate.pose_weights")
     standalone.add_argument("--max-pairs", type=int, default=None, help="overrides evaluate.max_pairs")
     trained = ap.add_argument_group("model mode (default: generate the test pairs with the trained model)")
-    trained.add_argument("--model", default=None, help="generator file (default: <paths.models>/generator.pt)")
+    trained.add_argument("--model", default=None,
+                         help="generator file (default: by evaluate.checkpoint, <paths.models>/generator.pt or best.pt)")
     trained.add_argument("--pairs", default=None, help="pairs Parquet (default: paths.pairs; its 'test' rows)")
     trained.add_argument("--out-dir", default=None, help="images, grid and per-pair table (default: paths.evaluation)")
     trained.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     ap.add_argument("--out", default=None, help="metrics JSON; overrides paths.eval_metrics")
+    trained.add_argument("--details", default=None,
+                         help="details JSON (baselines, counts, reasons, notes); overrides paths.eval_details")
     ap.add_argument("--per-pair", default=None, help="per-pair metrics Parquet (optional)")
     return ap
 
@@ -77,6 +84,23 @@ def run_standalone(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     return summary
 
 
+CHECKPOINT_FILES = {"last": "generator.pt", "best": "best.pt"}
+
+
+def generator_file(model: str | None, models_dir: str, checkpoint: str) -> tuple[Path, str]:
+    """(generator file, label): --model when given (label "model"), else the file that
+    evaluate.checkpoint names in models_dir. A missing file is a one-line error."""
+    if model:
+        return Path(model), "model"
+    path = Path(models_dir) / CHECKPOINT_FILES[checkpoint]
+    if not path.is_file():
+        hint = {"last": "run the train stage first",
+                "best": "the train stage writes it (with validation: train.val_every > 0); "
+                        "or set evaluate.checkpoint: last"}[checkpoint]
+        raise FileNotFoundError(f"evaluate.checkpoint: {checkpoint}: {path} not found ({hint})")
+    return path, checkpoint
+
+
 def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     """Generate every test pair with the trained generator, score model / copy-the-source /
     real targets, write images, grid and per-pair table, and log into the training run."""
@@ -97,11 +121,11 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     device = select_device(params.train.device)
     models = load_models(cfg, params.pose, device=device.type, allow_download=cfg.download)
     torch.set_num_threads(threads)  # importing ultralytics sets OMP_NUM_THREADS=1
-    generator = Path(args.model or Path(paths.models) / "generator.pt")
+    generator, which = generator_file(args.model, paths.models, cfg.checkpoint)
     summary, table = evaluate_model(
         generator, args.pairs or paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
         paths.dataset, args.out_dir or paths.evaluation, cfg, str(device),
-        None if args.no_tracking else params.tracking, models,
+        None if args.no_tracking else params.tracking, models, checkpoint=which,
     )
     if args.per_pair:
         Path(args.per_pair).parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +152,9 @@ def format_summary(summary: dict[str, Any], indent: str = "  ") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.allocator import tune_allocator
+
+    tune_allocator()  # before torch allocates: keep freed memory (pipeline/allocator.py)
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
@@ -151,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError, CheckpointError, DataError) as exc:
             sys.exit(f"evaluate: {exc}")
 
-    from pipeline.evaluation import write_summary
+    from pipeline.evaluation import headline_metrics, write_summary
 
-    out = write_summary(args.out or params.paths.eval_metrics, summary)
-    print(f"evaluate: {summary.get('n_pairs', summary.get('pairs', 0))} pairs -> {out}")
+    n = summary.get("n_pairs", summary.get("pairs", 0))
+    if args.real:  # a report for the user: one file with everything
+        out = write_summary(args.out or params.paths.eval_metrics, summary)
+        print(f"evaluate: {n} pairs -> {out}")
+    else:  # the DVC metric (numbers) and its sidecar (the rest)
+        out = write_summary(args.out or params.paths.eval_metrics, headline_metrics(summary))
+        details = write_summary(args.details or params.paths.eval_details, summary)
+        print(f"evaluate: {n} pairs -> {out}, details {details}")
     print(format_summary(summary))
     return 0
 

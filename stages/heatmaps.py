@@ -3,8 +3,9 @@
     python -m stages.heatmaps [--params params.yaml] [--keypoints FILE] [--out DIR]
                               [--preview FILE] [--manifest FILE] [--dataset DIR]
 
-Renders every row of the keypoint table at image.height x image.width with sigma
-heatmaps.sigma. The preview finds its images through the manifest (name, path relative to
+Stores every row of the keypoint table, scaled to image.height x image.width, as a heatmap
+store (pipeline/heatmap_store.py: keypoints on disk, Gaussians of sigma heatmaps.sigma
+rendered on read, the values of a uint8 store). The preview finds its images through the manifest (name, path relative to
 the dataset folder); without them it draws on grey tiles and says so.
 """
 from __future__ import annotations
@@ -59,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         extra_meta={"keypoints_file": str(kp_file), "keypoints_sha256": file_digest(kp_file)},
     )
     dt = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"heatmaps: {len(table)} images {h}x{w} sigma {sigma} -> {out} "
-          f"({dt:.1f} s, {len(table) / max(dt, 1e-9):.0f} images/s)")
+          f"({size / 1e6:.1f} MB: keypoints, rendered on read; {dt:.1f} s)")
 
     rows = pick_rows(table["detected"].to_numpy(bool), PREVIEW_COUNT)
     if len(rows) == 0:

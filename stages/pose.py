@@ -23,7 +23,8 @@ from pathlib import Path
 from pipeline.annotations import export_csv, join_manifest, read_annotations
 from pipeline.config import Params, load_params
 from pipeline.manifest import read_manifest
-from pipeline.pose import estimate_manifest, load_model, scan_folder, summarize, write_table
+from pipeline.pose import estimate_manifest, failures, load_model, scan_folder, summarize, write_table
+from pipeline.weights import resolve as resolve_weights
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--summary", help="summary JSON (default paths.pose_summary; "
                     "with --images only when given)")
     ap.add_argument("--backend", choices=("yolo", "annotations"), help="overrides pose.backend")
-    ap.add_argument("--weights", help="YOLO pose weights (overrides pose.weights)")
+    ap.add_argument("--weights", help="YOLO pose weights: a weights name or a local file "
+                    "(overrides pose.weights)")
     ap.add_argument("--annotations", nargs="+", help="canonical CSVs (overrides pose.annotations)")
     ap.add_argument("--csv", help="also write the table as a canonical annotation CSV")
     return ap
@@ -76,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if backend == "yolo":
-        model = load_model(args.weights or cfg.weights, cfg.device)
+        # A weights name or a local file (pipeline/weights.py): a missing one is one line.
+        spec, param = (args.weights, "--weights") if args.weights else (cfg.weights, "pose.weights")
+        model = load_model(str(resolve_weights(spec, param)), cfg.device)
         table = estimate_manifest(manifest, dataset, model, cfg)
         label = model.label
         settings = {"imgsz": cfg.imgsz, "conf": cfg.conf, "kpt_conf": cfg.kpt_conf,
@@ -95,15 +99,17 @@ def run(args: argparse.Namespace) -> int:
     write_table(table, out, {**summary, **settings, "seconds": round(seconds, 3)})
     if summary_file is not None:
         summary_file.parent.mkdir(parents=True, exist_ok=True)
-        summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+        # The DVC metric holds counts and the backend label; the model's long provenance
+        # label stays in the table's metadata (a metrics column per sha256 would not fit).
+        metric = {k: v for k, v in summary.items() if k != "model"}
+        summary_file.write_text(json.dumps(metric, indent=2) + "\n")
     if args.csv:
         export_csv(table, args.csv)
     rate = len(table) / seconds if seconds > 0 else float("inf")
     print(f"pose: {backend} on {summary['images']} images -> {out} ({summary['detected']} "
-          f"detected, {summary['failed']} failed, {rate:.0f} images/s)")
-    for name, error in table.loc[table["error"].notna(), ["name", "error"]].head(5).itertuples(
-        index=False
-    ):
+          f"detected, {summary['no_annotation']} without annotation, {summary['failed']} failed, "
+          f"{rate:.0f} images/s)")
+    for name, error in failures(table).head(5).itertuples(index=False):
         print(f"  {name}: {error}", file=sys.stderr)
     return 0
 

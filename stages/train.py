@@ -1,4 +1,5 @@
-"""DVC stage `train`: pairs + images + heatmaps -> models/generator.pt, metrics, loss plots.
+"""DVC stage `train`: pairs + images + heatmaps -> models/generator.pt and models/best.pt,
+metrics, loss and validation plots.
 
     python -m stages.train [--params params.yaml] [--pairs P] [--models DIR] [--no-resume]
 
@@ -26,9 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("keypoints", "keypoint table Parquet"),
         ("heatmaps", "heatmap store folder"),
         ("dataset", "image folder the manifest paths are relative to"),
-        ("models", "output folder for checkpoints/ and generator.pt"),
+        ("models", "output folder for checkpoints/, generator.pt and best.pt"),
         ("metrics", "output metrics JSON (paths.train_metrics)"),
         ("plots", "output loss CSV (paths.train_plots)"),
+        ("validation", "output validation CSV (paths.train_validation)"),
     ):
         p.add_argument(f"--{name}", default=None, help=f"{what} (overrides params.yaml paths)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
@@ -51,6 +53,9 @@ def configure_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.allocator import tune_allocator
+
+    tune_allocator()  # before torch allocates: keep freed memory (pipeline/allocator.py)
     args = parse_args(argv)
     from pipeline.checkpoint import CheckpointError
     from pipeline.config import ConfigError
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "pairs": args.pairs, "manifest": args.manifest, "keypoints": args.keypoints,
         "heatmaps": args.heatmaps, "dataset": args.dataset, "models": args.models,
         "train_metrics": args.metrics, "train_plots": args.plots,
+        "train_validation": args.validation,
     }
     paths = dataclasses.replace(params.paths, **{k: v for k, v in overrides.items() if v is not None})
     result = train(params, paths, resume=not args.no_resume, stop_after=args.stop_after,
@@ -83,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"train: {state} at step {result.steps}, {result.images_per_sec:.1f} images/s, "
               f"losses {({k: round(v, 4) for k, v in result.smoothed_losses.items()})}"
               + (f", generator {result.generator_path}" if result.generator_path else "")
+              + (f", best {result.best['metric']} {result.best['value']:.4f} at step {result.best['step']}"
+                 if result.best.get("step") is not None else "")
               + (f", MLflow run {result.run_id}" if result.run_id else ""))
     return 0
 

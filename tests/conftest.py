@@ -20,6 +20,16 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
+# Weights (pipeline/weights.py): the offline copies in ../shared/weights when present, and
+# never a real download: the canonical URLs' base points at a closed local port (the
+# discard port), so a stray download fails at once instead of hanging or going online.
+# Tests that exercise downloads point it at their own 127.0.0.1 server.
+if (SHARED / "weights").is_dir():
+    os.environ.setdefault("DEFORMABLE_GAN_WEIGHTS", str(SHARED / "weights"))
+os.environ.setdefault("DEFORMABLE_GAN_WEIGHTS_URL", "http://127.0.0.1:9/no-downloads-in-tests")
+# Likewise Google Drive (pipeline/download.py): its hosts are routed to the closed port.
+os.environ.setdefault("DEFORMABLE_GAN_DRIVE_URL", "http://127.0.0.1:9")
+
 
 def shared_path(relative: str) -> Path:
     """A file under ../shared, or skip the test with a message naming what is missing."""

@@ -35,8 +35,10 @@ def project_env() -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=True)
+def run(args: list[str], cwd: Path, check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command in the project; `env` adds variables (e.g. COLUMNS) to project_env()."""
+    proc = subprocess.run(args, cwd=cwd, env={**project_env(), **(env or {})}, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({proc.returncode})\nstdout:\n{proc.stdout[-4000:]}\n"
@@ -45,9 +47,9 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "dvc"
-    return run([str(exe), *args], cwd, check)
+    return run([str(exe), *args], cwd, check, env)
 
 
 def update_params(path: Path, changes: dict[str, Any]) -> None:

@@ -146,3 +146,36 @@ def test_canonical_files_round_trip_byte_exact(tmp_path: Path, split: str, rows:
     out = tmp_path / f"{split}.csv"
     export_csv(table, out)
     assert out.read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("files_double", [False, True])
+def test_join_resolves_single_or_double_jpg(tmp_path, files_double):
+    """An annotation `X.jpg.jpg` finds the file `X.jpg`, and an annotation `Y.jpg` the file
+    `Y.jpg.jpg`; the table keeps the files' own names (the manifest's)."""
+    ys, xs = list(range(10, 28)), list(range(0, 18))
+    path = tmp_path / "market-annotation-test.csv"
+    path.write_text("\n".join([CSV_HEADER, line("1488_c5s3_071737_01.jpg.jpg", ys, xs),
+                               line("0002_c1s1_000451_03.jpg", ys, xs)]) + "\n")
+    ann = read_annotations([path])
+    files = ["1488_c5s3_071737_01.jpg", "0002_c1s1_000451_03.jpg"]
+    if files_double:
+        files = [f + ".jpg" for f in files]
+    manifest = pd.DataFrame({"name": files, "split": "test", "person_id": [1488, 2],
+                             "width": 64, "height": 128})
+    table = join_manifest(ann, manifest)
+    assert table["name"].tolist() == files
+    assert table["detected"].all() and table["error"].isna().all()
+    np.testing.assert_array_equal(keypoints_array(table)[:, :, 0], [xs, xs])
+
+
+def test_canonical_double_jpg_names_join_their_files():
+    """The 18 canonical `*.jpg.jpg` test annotations join a gallery whose files carry one .jpg."""
+    names, _ = read_annotation_csv(shared_path(ANN.format("test")))
+    double = [n for n in names if n.endswith(".jpg.jpg")]
+    assert len(double) == 18
+    ann = read_annotations([shared_path(ANN.format("test"))])
+    files = [n[: -len(".jpg")] for n in double]
+    manifest = pd.DataFrame({"name": files, "split": "test", "person_id": 0, "width": 64,
+                             "height": 128})
+    table = join_manifest(ann, manifest)
+    assert table["error"].isna().all() and table["name"].tolist() == files

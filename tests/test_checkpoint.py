@@ -102,7 +102,7 @@ def test_save_and_load_generator_rebuild_the_same_network(tmp_path: Path) -> Non
 
 
 def test_another_configuration_starts_afresh_and_more_steps_resume(tmp_path: Path) -> None:
-    paths = build_tiny_data(tmp_path)
+    paths = dataclasses.replace(build_tiny_data(tmp_path), train_validation=str(tmp_path / "val.csv"))
     params = tiny_params(steps=2, checkpoint_every=1)
     train(params, paths, track=False, progress=False, stop_after=1)
     changed = dataclasses.replace(params, model=dataclasses.replace(params.model, warp="none"))

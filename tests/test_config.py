@@ -41,6 +41,37 @@ def test_market_config_loads_with_the_paper_settings():
     assert set(yaml.safe_load(path.read_text())) == set(to_dict(params))
 
 
+def test_market_config_is_the_paper_mode_and_plus_differs_only_in_our_options():
+    paper = load_params(ROOT / "configs" / "market1501.yaml")
+    # The dataclass defaults are the original's values; the Market config spells them out.
+    defaults = Params()
+    for section in ("model", "train"):
+        for key in ("norm", "block_bias", "disc_head", "init", "affine_fit", "part_masks",
+                    "warp_sampling", "offsets", "amp", "batches_per_step"):
+            if hasattr(getattr(defaults, section), key):
+                assert getattr(getattr(paper, section), key) == getattr(getattr(defaults, section), key)
+    assert paper.train.amp is False and paper.train.batches_per_step == 3
+    assert paper.loss.vgg_convention == "pose_gan"
+    plus = load_params(ROOT / "configs" / "market1501-plus.yaml")
+    diff = {k for k, v in flatten(plus).items() if flatten(paper)[k] != v}
+    ours = {"model.norm", "model.disc_head", "model.affine_fit", "model.part_masks",
+            "model.warp_sampling", "model.offsets", "model.init", "model.block_bias",
+            "model.upsample", "loss.offset_smooth_weight", "loss.vgg_convention",
+            "train.amp", "train.batches_per_step"}
+    assert diff and diff <= ours, diff - ours
+
+
+def test_defaults_never_point_into_shared():
+    for path in [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]:
+        assert "../shared" not in path.read_text(), path
+
+
+def test_an_integer_choice_rejects_a_bool(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.batches_per_step"):
+        load_params(write(tmp_path, {"train": {"batches_per_step": True}}))
+    assert load_params(write(tmp_path, {"train": {"batches_per_step": 1}})).train.batches_per_step == 1
+
+
 def test_unknown_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"loss\.nn_wieght"):
         load_params(write(tmp_path, {"loss": {"nn_wieght": 0.1}}))

@@ -5,6 +5,7 @@ training, checkpoint, tracking and DDP tests share.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -72,6 +73,9 @@ def build_tiny_data(root: Path, ids: int = 2, per_id: int = 3, seed: int = 0) ->
         pairs=str(root / "pairs.parquet"), models=str(root / "models"),
         train_metrics=str(root / "metrics" / "train.json"),
         train_plots=str(root / "plots" / "train_losses.csv"),
+        train_validation=str(root / "plots" / "train_validation.csv"),
+        evaluation=str(root / "evaluation"), eval_metrics=str(root / "metrics" / "eval.json"),
+        eval_details=str(root / "metrics" / "eval_details.json"),
     )
     manifest.to_parquet(paths.manifest, index=False)
     table.to_parquet(paths.keypoints, index=False)
@@ -82,9 +86,10 @@ def build_tiny_data(root: Path, ids: int = 2, per_id: int = 3, seed: int = 0) ->
 
 
 def tiny_params(**train: object) -> Params:
-    """A model small enough for CPU tests at 64x32 (G/D widths (8, 16, ...))."""
+    """A model small enough for CPU tests at 64x32 (G/D widths (8, 16, ...)). Three D
+    levels: the original head needs 2^(n+1) * 4 rows and columns (3x1 patches here)."""
     model = ModelConfig(encoder_widths=(8, 16, 16, 32, 32, 32), decoder_widths=(32, 32, 32, 16, 8),
-                        disc_widths=(8, 16, 16, 32))
+                        disc_widths=(8, 16, 32))
     loss = LossConfig(nn_weight=0.0, perceptual_weight=0.0, l1_weight=1.0, offset_smooth_weight=0.01)
     tc = dict(steps=6, batch_size=2, num_workers=0, device="cpu", checkpoint_every=3,
               log_every=2, sample_every=1000)
@@ -185,6 +190,10 @@ def test_loader_batches_follow_the_sampler_with_workers(tiny: PathsConfig) -> No
     assert batch["index"].tolist() == order[4:8]
     state = torch.get_rng_state()
     iter(build_loader(ds, batch_size=2, num_workers=0, seed=5))
+    # Workers are capped at the usable cores; the batches do not depend on their number.
+    many = build_loader(ds, batch_size=4, num_workers=1000, seed=5, start=4)
+    assert many.num_workers == len(os.sched_getaffinity(0)) and many.persistent_workers
+    assert next(iter(many))["index"].tolist() == order[4:8]
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is not consumed
     del it
 

@@ -41,6 +41,6 @@ def test_torchrun_two_cpu_processes_train_and_write_one_checkpoint(tmp_path: Pat
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # own dropout streams
     assert not any(k.startswith("module.") for k in state["G"])  # saved unwrapped
     metrics = json.loads(Path(paths.train_metrics).read_text())
-    assert metrics["world_size"] == 2 and metrics["steps"] == 3
+    assert metrics["steps"] == 3 and state["sampler"]["world_size"] == 2
     G, meta = load_generator(Path(paths.models) / "generator.pt")
     assert meta["step"] == 3

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline.device import DeviceSetup, select_device, setup_device
+from pipeline.device import DeviceSetup, adam_implementation, cpu_has_native_bf16, select_device, setup_device
 
 
 def test_cpu_is_float32_without_scaler_or_channels_last() -> None:
@@ -20,6 +20,26 @@ def test_cpu_is_float32_without_scaler_or_channels_last() -> None:
     assert setup.amp_dtype is None and not setup.grad_scaler().is_enabled()
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         select_device("tpu")
+
+
+@pytest.mark.parametrize("caps, native", [
+    ({"avx512_bf16": True, "amx_bf16": False}, True),   # e.g. AMD Zen 4, Cooper Lake
+    ({"avx512_bf16": False, "amx_bf16": True}, True),   # Sapphire Rapids AMX tiles
+    ({"avx512_bf16": False, "amx_bf16": False, "avx2": True}, False),
+    ({}, False),                                         # non-x86: no such flags
+])
+def test_cpu_amp_is_bf16_only_with_native_bf16(monkeypatch, caps, native) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert cpu_has_native_bf16() is native
+    setup = setup_device("cpu", amp=True)
+    assert setup.amp_dtype == (torch.bfloat16 if native else None)
+    assert not setup.use_scaler and not setup.channels_last
+    assert setup_device("cpu", amp=False).amp_dtype is None
+
+
+def test_adam_is_fused_on_cpu_and_cuda() -> None:
+    assert adam_implementation(torch.device("cpu")) == "fused"
+    assert adam_implementation(torch.device("cuda")) == "fused"
 
 
 def _fake_gpu(monkeypatch: pytest.MonkeyPatch, major: int) -> None:
@@ -39,16 +59,17 @@ def _fake_gpu(monkeypatch: pytest.MonkeyPatch, major: int) -> None:
 def test_pre_ampere_gpu_gets_float16_with_a_grad_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
     # V100 / T4 (7.x): bf16 would only be emulated (slow), so float16 + GradScaler.
     _fake_gpu(monkeypatch, major=7)
-    setup = setup_device("auto")
+    setup = setup_device("auto", amp=True)
     assert setup.device == torch.device("cuda", 0)
     assert setup.amp_dtype == torch.float16 and setup.use_scaler and setup.channels_last
 
 
 def test_ampere_gpu_gets_bfloat16_without_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_gpu(monkeypatch, major=8)
-    setup = setup_device("cuda")
+    setup = setup_device("cuda", amp=True)
     assert setup.amp_dtype == torch.bfloat16 and not setup.use_scaler and setup.channels_last
     assert setup_device("cuda", amp=False).amp_dtype is None
+    assert setup_device("cuda").amp_dtype is None  # float32 unless train.amp asks
     with pytest.raises(ValueError, match="only 1 CUDA device"):
         select_device("cuda:1")
 

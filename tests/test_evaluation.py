@@ -12,7 +12,8 @@ from PIL import Image
 from pipeline.annotations import join_manifest, read_annotations
 from pipeline.checkpoint import save_generator
 from pipeline.config import EvaluateConfig, ImageConfig, ModelConfig, PairsConfig, SyntheticConfig, TrackingConfig
-from pipeline.evaluation import evaluate_model, pair_file, sample_grid, write_summary
+from pipeline.evaluation import (evaluate_model, headline_metrics, identity_rows, pair_file, sample_grid,
+                                 text_entries, write_summary)
 from pipeline.heatmap_store import write_heatmap_store
 from pipeline.keypoints import keypoints_array, scale_keypoints
 from pipeline.manifest import build_manifest
@@ -24,12 +25,12 @@ H, W = 64, 32  # model resolution; the synthetic crops are 128x64, so loading re
 TINY = ModelConfig(encoder_widths=(4, 8, 8, 8, 8, 8), decoder_widths=(8, 8, 8, 8, 4))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
+def build_eval_data(root, train_ids: int = 1, test_ids: int = 2, per_id: int = 3):
+    """Synthetic dataset + stage outputs (manifest, keypoints, heatmaps at H x W, train and
+    test pairs) under root -> (dataset dir, {manifest, keypoints, pairs: file}, pairs table)."""
     dataset = root / "dataset"
-    generate(dataset, SyntheticConfig(train_ids=1, test_ids=2, images_per_id=3), 128, 64, seed=0,
-             junk=0, distractors=0)
+    generate(dataset, SyntheticConfig(train_ids=train_ids, test_ids=test_ids, images_per_id=per_id),
+             128, 64, seed=0, junk=0, distractors=0)
     manifest = build_manifest(dataset)
     ann = read_annotations(sorted((dataset / "annotations").glob("*.csv")))
     table = join_manifest(ann, manifest)
@@ -42,8 +43,13 @@ def tiny(tmp_path_factory):
     manifest.to_parquet(files["manifest"], index=False)
     table.to_parquet(files["keypoints"], index=False)
     pairs.to_parquet(files["pairs"], index=False)
-    import torch
+    return dataset, files, pairs
 
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    dataset, files, pairs = build_eval_data(root)
     from pipeline.model.generator import Generator
 
     torch.manual_seed(0)
@@ -94,8 +100,16 @@ def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
     # Untrained, the model has not learned the person: the copy baseline is more similar.
     assert summary["copy_source"]["ssim"] > summary["model"]["ssim"]
 
-    grid = Image.open(tmp_path / "eval" / "grid.png")
-    assert grid.size == (4 * W, 3 * H)
+    # The grid: one row per test identity (2 here, though grid_pairs is 3), each the first
+    # pair of its id; its first panel is that pair's source image.
+    from pipeline.market import parse_name
+
+    grid = np.asarray(Image.open(tmp_path / "eval" / "grid.png").convert("RGB"))
+    ids = test_pairs["from"].map(lambda n: parse_name(n)[0])
+    firsts = test_pairs[~ids.duplicated().to_numpy()]
+    assert len(firsts) == 2 and grid.shape == (2 * H, 4 * W, 3)
+    for row, a in enumerate(firsts["from"]):
+        np.testing.assert_array_equal(grid[row * H:(row + 1) * H, :W], load(a)[0])
     assert (tmp_path / "eval" / "per_pair.parquet").is_file()
 
     # Metrics and grid went into the training run, not a new one.
@@ -105,6 +119,10 @@ def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
     assert run.data.metrics["eval/copy_source/ssim"] == pytest.approx(summary["copy_source"]["ssim"])
     assert run.data.metrics["eval/pairs"] == len(per_pair)
     assert [f.path for f in client.list_artifacts(train_run, "evaluation")] == ["evaluation/grid.png"]
+    # Reasons and notes are tags: which checkpoint, why FID is null.
+    tags = run.data.tags
+    assert tags["eval/notes/checkpoint"] == "last" and summary["notes"]["checkpoint"] == "last"
+    assert tags["eval/model/fid"] == "null" and tags["eval/model/fid_reason"] == summary["model"]["fid_reason"]
 
     path = write_summary(tmp_path / "eval.json", summary)
     assert json.loads(path.read_text())["pairs"] == len(per_pair)
@@ -165,3 +183,75 @@ def test_sample_grid_layout():
     np.testing.assert_array_equal(grid[32:64, 48:64], real[1])
     skeleton = grid[0:32, 16:32]
     assert skeleton[12, 8].any() and not skeleton[28:, :].any()  # limb drawn, background black
+
+
+def test_identity_rows_take_the_first_pair_of_each_person():
+    names = ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c1s1_000101_01.jpg",
+             "0002_c3s1_000101_01.jpg", "0005_c1s1_000101_01.jpg", "0007_c2s1_000101_01.jpg",
+             "0009_c1s1_000101_01.jpg"]
+    assert identity_rows(names, 8).tolist() == [0, 2, 4, 6]
+    assert identity_rows(names, 2).tolist() == [0, 2]
+    assert identity_rows(names, 0).tolist() == []
+    assert identity_rows(["a.png", "b.png", "a.png"], 8).tolist() == [0, 1]  # not Market: by name
+
+
+def test_metrics_file_holds_numbers_and_tags_hold_the_text():
+    summary = {
+        "model": {"ssim": 0.5, "mask_ssim": 0.75, "fid": None, "fid_reason": "no weights", "is_std": 0.1,
+                  "n_pairs": 4, "inception": "tiny", "pckh": 0.25},
+        "copy_source": {"ssim": 0.4, "fid": None, "fid_reason": "no weights"},
+        "real": {"pckh": 0.9},
+        "pairs": 4,
+        "notes": {"checkpoint": "best", "generator": "models/best.pt", "generator_step": 300},
+    }
+    # Flat, numbers only, in HEADLINE order; null metrics, std, counts and baselines are details.
+    metrics = headline_metrics(summary)
+    assert metrics == {"ssim": 0.5, "mask_ssim": 0.75, "pckh": 0.25, "pairs": 4}
+    assert list(metrics) == ["ssim", "mask_ssim", "pckh", "pairs"]
+    tags = text_entries(summary)
+    assert tags == {
+        "eval/model/fid": "null", "eval/model/fid_reason": "no weights", "eval/model/inception": "tiny",
+        "eval/copy_source/fid": "null", "eval/copy_source/fid_reason": "no weights",
+        "eval/notes/checkpoint": "best", "eval/notes/generator": "models/best.pt",
+    }
+
+
+def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
+    """stages.evaluate model mode: evaluate.checkpoint best -> models/best.pt; the metrics file
+    holds only numbers, the details file says which checkpoint and why metrics are null."""
+    from stages.evaluate import main
+
+    root, dataset, files, test_pairs, G = tiny
+    models = tmp_path / "models"
+    save_generator(models / "best.pt", G, TINY, ImageConfig(height=H, width=W), {"step": 3})
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "paths:\n"
+        f"  dataset: {dataset}\n  manifest: {files['manifest']}\n  keypoints: {files['keypoints']}\n"
+        f"  heatmaps: {root / 'heatmaps'}\n  pairs: {files['pairs']}\n  models: {models}\n"
+        f"  evaluation: {tmp_path / 'eval'}\n  eval_metrics: {tmp_path / 'm' / 'eval.json'}\n"
+        f"  eval_details: {tmp_path / 'm' / 'eval_details.json'}\n"
+        "train:\n  device: cpu\n"
+        "evaluate:\n  checkpoint: best\n  batch_size: 4\n  grid_pairs: 2\n  download: false\n"
+        "  inception_weights: null\n  lpips_weights: null\n  pose_weights: /nonexistent/pose.pt\n"
+    )
+    assert main(["--params", str(params), "--no-tracking"]) == 0
+    metrics = json.loads((tmp_path / "m" / "eval.json").read_text())
+    assert set(metrics) == {"ssim", "mask_ssim", "l1", "masked_l1", "pairs"}
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics["pairs"] == len(test_pairs)
+    details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
+    assert details["notes"] == {"checkpoint": "best", "generator": str(models / "best.pt"), "generator_step": 3}
+    assert details["model"]["ssim"] == metrics["ssim"] and details["model"]["fid"] is None
+    assert details["model"]["fid_reason"] and details["copy_source"]["ssim"] > 0
+
+    # last: models/generator.pt is not there -> one line naming the param and the file.
+    params.write_text(params.read_text().replace("checkpoint: best", "checkpoint: last"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(params), "--no-tracking"])
+    assert str(exc.value) == (f"evaluate: evaluate.checkpoint: last: {models / 'generator.pt'} not found "
+                              "(run the train stage first)")
+    # --model overrides evaluate.checkpoint.
+    assert main(["--params", str(params), "--no-tracking", "--model", str(models / "best.pt")]) == 0
+    details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
+    assert details["notes"]["checkpoint"] == "model" and details["notes"]["generator"] == str(models / "best.pt")

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import heatmap_store
 from pipeline.heatmap_store import HeatmapStore, write_heatmap_store
-from pipeline.heatmaps import render_heatmaps
+from pipeline.heatmaps import render_heatmaps, render_heatmaps_uint8
 from pipeline.keypoints import NUM_JOINTS
 
 H, W, S = 32, 16, 3.0
@@ -31,8 +31,8 @@ def test_round_trip_by_name(tmp_path):
     assert names[3] in store and "nope.jpg" not in store
     meta = json.loads((path / "meta.json").read_text())
     assert meta == {"height": H, "width": W, "sigma": S, "scale": 1 / 255, "count": 11,
-                    "dtype": "uint8", "k": "v"}
-    assert store.array.shape == (11, NUM_JOINTS, H, W) and store.array.dtype == np.uint8
+                    "dtype": "uint8", "format": "keypoints", "k": "v"}
+    assert store.keypoints.shape == (11, NUM_JOINTS, 2) and store.keypoints.dtype == np.float32
     want = [names[7], names[2], names[7]]
     rows = store.rows(want)
     np.testing.assert_array_equal(rows, [7, 2, 7])
@@ -59,7 +59,7 @@ def test_works_after_pickling(tmp_path):
     blob = pickle.dumps(store)
     assert len(blob) < 10_000  # the memmap is not pickled
     clone = pickle.loads(blob)
-    assert clone._mm is None
+    assert clone._kp is None
     np.testing.assert_array_equal(clone.load(names), before)
 
 
@@ -106,5 +106,30 @@ def test_bad_input_and_corrupt_store(tmp_path):
     path = write_heatmap_store(tmp_path / "hm", names, kp, H, W, S)
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "height": H + 1}))
-    with pytest.raises(ValueError, match="heatmaps.npy"):
-        HeatmapStore(path).array
+    np.save(path / "keypoints.npy", kp[:2])
+    with pytest.raises(ValueError, match="keypoints.npy"):
+        _ = HeatmapStore(path).keypoints
+
+
+def test_values_equal_the_dense_uint8_store(tmp_path):
+    """Rendered on read, the maps are bit-identical to what the former dense store held
+    (uint8 q = floor(255 h + 0.5), decoded q * float32(1/255)), incl. NaN and off-image joints."""
+    names, kp = _data(13, seed=3)
+    kp[0, 0] = np.nan
+    kp[1, 1] = (W + 5.0, H / 2)  # off the image: a partial tail of the Gaussian
+    store = HeatmapStore(write_heatmap_store(tmp_path / "hm", names, kp, H, W, S))
+    dense = render_heatmaps_uint8(kp, H, W, S).numpy()
+    got = store.get(np.arange(13)[::-1])
+    np.testing.assert_array_equal(got, dense[::-1].astype(np.float32) * np.float32(1 / 255))
+    assert not got[-1, 0].any()  # the NaN joint renders empty
+
+
+def test_size_on_disk(tmp_path):
+    """144 bytes per image (+ the name index), not 18 * H * W: Market-1501 stays ~5 MB."""
+    n = 500
+    names, kp = _data(n)
+    path = write_heatmap_store(tmp_path / "hm", names, kp, 128, 64, 6.0)
+    assert heatmap_store.stored_bytes_per_image() == 144
+    npy = (path / "keypoints.npy").stat().st_size
+    assert n * 144 <= npy <= n * 144 + 256  # + the .npy header
+    assert heatmap_store.bytes_per_image(128, 64) == 147_456

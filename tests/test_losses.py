@@ -1,4 +1,5 @@
-"""Training losses: NN loss against a naive reference, GAN values, TV, LossComputer wiring."""
+"""Training losses: NN loss against a naive reference, GAN values (logits and the original's
+probabilities), TV, LossComputer wiring."""
 from __future__ import annotations
 
 import math
@@ -121,6 +122,32 @@ def test_gan_losses_at_known_logits():
     assert g_adv_loss(x).item() == pytest.approx(expected)
 
 
+def test_gan_losses_on_probabilities_follow_the_original():
+    # gan.py (pinned): D: -mean log(p_real + 1e-7) - mean log(1 - p_fake + 1e-7);
+    # G: -mean log(p_fake + 1e-7).
+    p_real, p_fake = torch.tensor([0.9, 0.6, 1.0]), torch.tensor([0.2, 0.0, 0.7])
+    expected_d = (-sum(math.log(p + 1e-7) for p in (0.9, 0.6, 1.0)) / 3
+                  - sum(math.log(1 - p + 1e-7) for p in (0.2, 0.0, 0.7)) / 3)
+    assert d_loss(p_real, p_fake, "prob").item() == pytest.approx(expected_d, rel=1e-6)
+    expected_g = -sum(math.log(p + 1e-7) for p in (0.2, 0.0, 0.7)) / 3
+    assert g_adv_loss(p_fake, "prob").item() == pytest.approx(expected_g, rel=1e-6)
+    # p = 0 is finite thanks to the epsilon: -log(1e-7); half inputs give float32 losses.
+    zero = torch.zeros(2, dtype=torch.float16)
+    assert g_adv_loss(zero, "prob").item() == pytest.approx(-math.log(1e-7), rel=1e-6)
+    assert g_adv_loss(zero, "prob").dtype == torch.float32
+    assert d_loss(zero, zero, "prob").dtype == torch.float32
+    with pytest.raises(ValueError, match="disc_output"):
+        g_adv_loss(zero, "probability")
+
+
+def test_probability_and_logit_losses_agree_away_from_saturation():
+    logits = torch.linspace(-4, 4, 9)
+    probs = torch.sigmoid(logits)
+    torch.testing.assert_close(d_loss(probs, probs.flip(0), "prob"),
+                               d_loss(logits, logits.flip(0), "logit"), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g_adv_loss(probs, "prob"), g_adv_loss(logits), rtol=1e-4, atol=1e-5)
+
+
 def test_offset_smoothness():
     assert offset_smoothness([]).item() == 0.0
     constant = torch.full((2, 2, 6, 5), 0.7)
@@ -183,7 +210,8 @@ def test_loss_computer_all_terms_with_local_vgg():
 
 def test_loss_computer_builds_vgg_only_when_needed(tmp_path):
     absent = str(tmp_path / "absent.pt")  # would raise FileNotFoundError if it were loaded
-    cfg = LossConfig(nn_weight=0.0, perceptual_weight=0.0, l1_weight=1.0, vgg_weights=absent)
+    cfg = LossConfig(nn_weight=0.0, perceptual_weight=0.0, l1_weight=1.0,
+                     offset_smooth_weight=0.01, vgg_weights=absent)
     losses = LossComputer(cfg)
     assert losses.vgg is None
     fake, real, logits, offsets = _inputs()
@@ -214,6 +242,23 @@ def test_loss_computer_discriminator():
     assert set(parts) == {"d_real", "d_fake", "d"}
     assert parts["d_real"].item() == pytest.approx(math.log(2))
     assert total.item() == pytest.approx(2 * math.log(2)) == parts["d"].item()
+
+
+def test_loss_computer_on_probabilities():
+    losses = LossComputer(LossConfig(nn_weight=0.0, offset_smooth_weight=0.0), "prob")
+    assert losses.disc_output == "prob"
+    p_real, p_fake = torch.full((2, 1, 3, 1), 0.8), torch.full((2, 1, 3, 1), 0.25)
+    total, parts = losses.discriminator(p_real, p_fake)
+    assert parts["d_real"].item() == pytest.approx(-math.log(0.8 + 1e-7), rel=1e-6)
+    assert parts["d_fake"].item() == pytest.approx(-math.log(0.75 + 1e-7), rel=1e-6)
+    fake, real, _, _ = _inputs()
+    total, parts = losses.generator(fake, real, p_fake.requires_grad_(True))
+    assert parts["g_adv"].item() == pytest.approx(-math.log(0.25 + 1e-7), rel=1e-6)
+    total.backward()
+    assert p_fake.grad is not None and (p_fake.grad < 0).all()  # G wants p_fake up
+    assert LossComputer(LossConfig(nn_weight=0.0)).disc_output == "logit"  # the default
+    with pytest.raises(ValueError, match="disc_output"):
+        LossComputer(LossConfig(nn_weight=0.0), "original")
 
 
 def test_loss_computer_rejects_negative_weight():

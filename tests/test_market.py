@@ -142,3 +142,12 @@ def test_check_layout_missing_split_or_empty_train(tmp_path):
         (empty / sub).mkdir(parents=True)
     with pytest.raises(market.DatasetError, match="no training images"):
         market.check_layout(empty)
+
+
+def test_canonical_name_collapses_a_doubled_extension_only():
+    assert market.canonical_name("1488_c5s3_071737_01.jpg.jpg") == "1488_c5s3_071737_01.jpg"
+    assert market.canonical_name("1488_c5s3_071737_01.jpg") == "1488_c5s3_071737_01.jpg"
+    assert market.canonical_name("a.jpg.jpg.jpg") == "a.jpg.jpg"
+    got = market.canonical_names(["x.jpg.jpg", "y.jpg", "z.png"]).tolist()
+    assert got == ["x.jpg", "y.jpg", "z.png"]
+    assert market.parse_name("-1_c4s6_022316_11.jpg.jpg") == (-1, 4)

@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import EvaluateConfig
+from pipeline.config import EvaluateConfig, PoseConfig
 from pipeline.keypoints import J, write_annotation_csv
-from pipeline.metrics.scoring import Models, Scorer, match_folders, score_batch, score_folders
+from pipeline.metrics.inception import write_random_weights
+from pipeline.metrics.masks import apply_masks, person_masks
+from pipeline.metrics.scoring import Models, Scorer, load_models, match_folders, score_batch, score_folders
 
 USERSTUDY = "data/deformable-gan-userstudy"
 OFFLINE = EvaluateConfig(inception_weights="/nonexistent/inception.pth", lpips_weights="/nonexistent/alex.pth")
@@ -204,9 +206,100 @@ def test_keypoint_file_and_the_stage_cli(tmp_path, shared):
     metrics = json.loads(out.read_text())
     assert metrics["n_pairs"] == 4 and metrics["n_pairs_with_keypoints"] == 3
     assert 0 < metrics["ssim"] < 1 and 0 < metrics["mask_ssim"] < 1
-    assert metrics["fid"] is None and "file not found" in metrics["fid_reason"]
-    assert metrics["ds"] is None and "unavailable" in metrics["ds_reason"]
+    assert metrics["fid"] is None and "evaluate.inception_weights" in metrics["fid_reason"]
+    assert metrics["ds"] is None and "evaluate.pose_weights" in metrics["ds_reason"]
     table = pd.read_parquet(per_pair)
     assert len(table) == 4 and np.isnan(table["mask_ssim"].iloc[3])
     with pytest.raises(SystemExit):
         main(["--params", str(params), "--real", str(real)])
+
+
+# --------------------------------------------------------------------------- real networks
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """Random (seeded) weights of torch-fidelity's Inception graph, in its state-dict layout."""
+    return write_random_weights(tmp_path_factory.mktemp("weights") / "inception_random.pth", seed=1)
+
+
+def smooth_pairs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Varied 'real' 128x64 images (colour, contrast, blur differ per image) and perturbed
+    'generated' ones (shifted, recoloured, noisy), uint8 RGB: a random Inception tells them apart."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base, contrast = rng.uniform(0, 255, (n, 1, 1, 3)), rng.uniform(0.1, 1.0, (n, 1, 1, 1))
+    noise = np.stack([cv2.GaussianBlur(rng.normal(0, 80, (128, 64, 3)), (0, 0), s) for s in rng.uniform(0.5, 6, n)])
+    real = np.clip(base + contrast * noise, 0, 255)
+    gen = np.roll(real, 3, axis=2) * rng.uniform(0.6, 1.0, (n, 1, 1, 3)) + rng.normal(0, 10, real.shape)
+    return real.astype(np.uint8), np.clip(gen, 0, 255).astype(np.uint8)
+
+
+def write_pngs(folder, images):
+    from PIL import Image
+
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:03d}.png")
+    return str(folder)
+
+
+@pytest.mark.slow  # 72 Inception passes at 299x299: ~10 s on 2 idle cores
+def test_scorer_equals_torch_fidelity_calculate_metrics(tmp_path, inception_file):
+    """IS, mask-IS and FID of the Scorer equal the library's own entry point on PNG folders."""
+    import torch_fidelity
+
+    n = 12  # not a multiple of the 10 splits: the split boundaries matter
+    real, gen = smooth_pairs(n)
+    kp = np.tile(standing_pose()[None], (n, 1, 1))
+    models = load_models(EvaluateConfig(inception_weights=str(inception_file)), use_lpips=False,
+                         use_detector=False, allow_download=False, device="cpu")
+    assert models.inception is not None, models.inception_info
+    scorer = Scorer(models, batch_size=n)
+    scorer.add([f"{i}.png" for i in range(n)], real, gen, kp)
+    ours, _ = scorer.result()
+
+    common = dict(cuda=False, batch_size=n, samples_shuffle=False, isc_splits=10, cache=False, verbose=False,
+                  save_cpu_ram=True,  # no DataLoader worker processes
+                  feature_extractor_weights_path=str(inception_file))
+    gen_dir, real_dir = write_pngs(tmp_path / "gen", gen), write_pngs(tmp_path / "real", real)
+    masked_dir = write_pngs(tmp_path / "masked", apply_masks(gen, person_masks(kp, 128, 64)))
+    ref = torch_fidelity.calculate_metrics(input1=gen_dir, input2=real_dir, isc=True, fid=True, **common)
+    ref_masked = torch_fidelity.calculate_metrics(input1=masked_dir, isc=True, **common)
+    assert ours["is"] == pytest.approx(ref["inception_score_mean"], rel=1e-6)
+    assert ours["is_std"] == pytest.approx(ref["inception_score_std"], rel=1e-5, abs=1e-9)
+    assert ours["mask_is"] == pytest.approx(ref_masked["inception_score_mean"], rel=1e-6)
+    assert ours["mask_is_std"] == pytest.approx(ref_masked["inception_score_std"], rel=1e-5, abs=1e-9)
+    assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-5)
+    # Far from the trivial values, so the 1e-6 agreement above is a real check.
+    assert ours["fid"] > 1 and ours["is"] > 1.005 and ours["mask_is"] != pytest.approx(ours["is"], rel=1e-3)
+
+
+def test_load_models_resolves_every_file_and_never_raises(tmp_path, inception_file):
+    import lpips
+    from torchvision.models import alexnet
+
+    alex = tmp_path / "alexnet.pth"
+    torch.save(alexnet(weights=None).state_dict(), alex)
+    lin = f"{lpips.__path__[0]}/weights/v0.1/alex.pth"
+    cfg = EvaluateConfig(inception_weights=str(inception_file), lpips_weights=lin, alexnet_weights=str(alex),
+                         pose_weights=str(tmp_path / "no_pose.pt"))
+    m = load_models(cfg, allow_download=False, device="cpu")
+    assert m.inception is not None and m.lpips is not None, (m.inception_info, m.lpips_info)
+    assert m.detector is None and "evaluate.pose_weights" in m.detector_info and "no_pose.pt" in m.detector_info
+    real, gen = smooth_pairs(2)
+    per = score_batch(real, gen, models=m)
+    assert per["lpips"].shape == (2,) and (per["lpips"] > 0).all()
+
+    missing = EvaluateConfig(inception_weights=str(tmp_path / "i.pth"), lpips_weights=str(tmp_path / "l.pth"),
+                             alexnet_weights=str(alex), pose_weights=None)
+    m = load_models(missing, PoseConfig(weights=str(tmp_path / "yolo.pt")), allow_download=False, device="cpu")
+    assert m.inception is None and "evaluate.inception_weights" in m.inception_info
+    assert m.lpips is None and "evaluate.lpips_weights" in m.lpips_info
+    assert m.detector is None and "pose.weights" in m.detector_info and "yolo.pt" in m.detector_info
+    null = EvaluateConfig(inception_weights=None, lpips_weights=None, alexnet_weights=None, pose_weights=None)
+    m = load_models(null, PoseConfig(weights=""), allow_download=False, device="cpu")
+    assert "is null" in m.inception_info and "is null" in m.lpips_info and "is null" in m.detector_info
+    summary, _ = Scorer(m).result()
+    assert summary["fid"] is None and summary["fid_reason"] == m.inception_info

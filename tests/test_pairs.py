@@ -198,3 +198,33 @@ def test_stage_on_tiny_table(table, tmp_path):
     write_heatmap_store(hm, kept, np.full((len(kept), 18, 2), -1.0), 8, 4, 1.0)
     with pytest.raises(SystemExit, match=names[1]):
         main(args)
+
+
+@pytest.mark.parametrize("files_double", [False, True])
+def test_fixed_list_resolves_single_or_double_jpg(table, tmp_path, files_double):
+    """A list entry with one `.jpg` finds an image named with two and vice versa; the pairs
+    carry the table's (the files') names, so they join the manifest and heatmap store."""
+    t = table.copy()
+    test = t.index[t["split"] == "test"][:3]
+    if files_double:
+        t.loc[test, "name"] = t.loc[test, "name"] + ".jpg"
+    files = t.loc[test, "name"].tolist()
+    listed = [n + ".jpg" if not n.endswith(".jpg.jpg") else n[:-4] for n in files]
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"from,to\n{listed[0]},{listed[1]}\n{listed[2]},{listed[0]}\n")
+    pairs = make_pairs(t, PairsConfig(), 0, read_pair_list(csv), store_names=t["name"])
+    got = pairs[pairs["split"] == "test"]
+    assert got[["from", "to"]].values.tolist() == [[files[0], files[1]], [files[2], files[0]]]
+    assert (got["person_id"] == 7).all()
+
+
+def test_canonical_double_jpg_pair_resolves_to_single_jpg_files():
+    """The canonical list's one `*.jpg.jpg` pair finds a gallery of single-`.jpg` files."""
+    t = _canonical_table("test")
+    t["name"] = market.canonical_names(t["name"]).to_numpy(object)
+    pair_list = read_pair_list(shared_path(f"{ANN}/market-pairs-test.csv"))
+    test = make_pairs(t, PairsConfig(), 0, pair_list).query("split == 'test'")
+    assert len(test) == 12000 and (test["person_id"] > 0).all()
+    assert not test["from"].str.endswith(".jpg.jpg").any()
+    row = pair_list["from"].str.endswith(".jpg.jpg").to_numpy().nonzero()[0][0]
+    assert test["from"].iloc[row] == "1488_c4s6_022291_05.jpg"

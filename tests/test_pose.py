@@ -193,8 +193,7 @@ def test_stage_standalone_on_a_folder(tmp_path: Path, crops, monkeypatch):
     meta = read_table_metadata(out)
     assert meta["backend"] == "yolo" and meta["imgsz"] == PoseConfig().imgsz
     assert json.loads(summary.read_text()) == {
-        "images": 6, "detected": 4, "failed": 2, "backend": "yolo",
-        "model": f"yolo11n-pose.pt@sha256:{SHA}",
+        "images": 6, "detected": 4, "failed": 2, "no_annotation": 0, "backend": "yolo",
     }
     lines = csv.read_text().splitlines()
     assert lines[0] == "name:keypoints_y:keypoints_x" and len(lines) == 7
@@ -226,8 +225,9 @@ def test_stage_annotations_backend_with_manifest(tmp_path: Path):
     assert table["name"].tolist() == manifest["name"].tolist()
     assert table["error"].tolist()[3] == "no annotation"
     result = json.loads(summary.read_text())
-    assert result["images"] == 4 and result["failed"] == 1 and result["backend"] == "annotations"
-    assert result["model"].startswith("market-annotation-train.csv@sha256:")
+    assert result["images"] == 4 and result["failed"] == 0 and result["no_annotation"] == 1
+    assert result["backend"] == "annotations"
+    assert read_table_metadata(out)["model"].startswith("market-annotation-train.csv@sha256:")
 
 
 def test_stage_reports_bad_inputs_clearly(tmp_path: Path, capsys):

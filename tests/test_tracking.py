@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.checkpoint import load_generator
 from pipeline.config import TrackingConfig
-from pipeline.tracking import DB_NAME, project_root, resume_run, tracking_uri
+from pipeline.tracking import (DB_NAME, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, project_root, resume_run, run_name,
+                               start_run, tracking_uri)
 from pipeline.training import train
 from test_data import build_tiny_data, tiny_params
 
@@ -44,6 +45,7 @@ def test_training_logs_a_real_mlflow_run(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
     paths = build_tiny_data(tmp_path / "data")
+    paths = dataclasses.replace(paths, train_validation=str(tmp_path / "validation.csv"))  # not in the cwd
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = tiny_params(steps=4, checkpoint_every=2, log_every=2, sample_every=2)
     params = dataclasses.replace(params, tracking=TrackingConfig(uri=uri, experiment="tests"))
@@ -66,7 +68,7 @@ def test_training_logs_a_real_mlflow_run(tmp_path: Path, monkeypatch: pytest.Mon
     artifacts_dir = Path(run.info.artifact_uri.removeprefix("file://"))
     assert artifacts_dir.is_relative_to(tmp_path)  # beside the DB, not in the cwd
 
-    assert json.loads(Path(paths.train_metrics).read_text())["run_id"] == result.run_id
+    assert "run_id" not in json.loads(Path(paths.train_metrics).read_text())  # a string: MLflow's
     _, meta = load_generator(Path(paths.models) / "generator.pt")
     assert meta["run_id"] == result.run_id
 
@@ -74,3 +76,62 @@ def test_training_logs_a_real_mlflow_run(tmp_path: Path, monkeypatch: pytest.Mon
         tracker.log_metrics({"eval/ssim": 0.5})
     run = client.get_run(result.run_id)
     assert run.data.metrics["eval/ssim"] == 0.5 and run.info.status == "FINISHED"
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.invalid", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_run_name_is_the_experiment_else_the_revision_marked_dirty(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "metrics").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "metrics" / "eval.json").write_text("{}\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "one")
+    short = _git(repo, "rev-parse", "--short=7", "HEAD")
+    assert len(short) == 7 and run_name(repo) == short
+    # The pipeline's own outputs and DVC's lock file do not make the tree dirty...
+    (repo / "metrics" / "eval.json").write_text('{"ssim": 0.5}\n')
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    assert run_name(repo, ignore=["metrics/eval.json"]) == short
+    assert run_name(repo) == f"{short}-dirty"  # unless not declared as outputs
+    # ...code changes do, tracked or new.
+    (repo / "code.py").write_text("x = 2\n")
+    assert run_name(repo, ignore=["metrics/eval.json"]) == f"{short}-dirty"
+    _git(repo, "checkout", "-q", "code.py")
+    (repo / "new.py").write_text("y = 1\n")
+    assert run_name(repo, ignore=["metrics/eval.json"]) == f"{short}-dirty"
+    monkeypatch.setenv("DVC_EXP_NAME", "bushy-lots")  # inside `dvc exp run`
+    assert run_name(repo) == "bushy-lots"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    (tmp_path / "plain").mkdir()
+    assert run_name(tmp_path / "plain") is None  # no git: MLflow names the run
+
+
+def test_experiment_opens_on_the_model_training_view(tmp_path, monkeypatch):
+    """MLflow 3's UI lands on the traces overview unless the experiment's kind tag says
+    custom model development: set on creation, added to an older experiment, a kind chosen
+    in the UI kept."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old = client.create_experiment("old")  # made before the tag existed
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    for name in ("new", "old", "chosen"):
+        with start_run(TrackingConfig(uri=uri, experiment=name), name=f"run-{name}") as tracker:
+            assert client.get_run(tracker.run_id).info.run_name == f"run-{name}"
+    kinds = {e.name: e.tags.get(EXPERIMENT_KIND_TAG) for e in client.search_experiments()}
+    assert EXPERIMENT_KIND == "custom_model_development"
+    assert kinds["new"] == kinds["old"] == EXPERIMENT_KIND and kinds["chosen"] == "genai_development"
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> PathsConfig:
-    return build_tiny_data(tmp_path / "data")
+    paths = build_tiny_data(tmp_path / "data")
+    return dataclasses.replace(paths, train_validation=str(tmp_path / "data" / "validation.csv"))
 
 
 def _dataset(paths: PathsConfig):
@@ -34,7 +35,8 @@ def _in(paths: PathsConfig, root: Path) -> PathsConfig:
     """Same inputs, outputs under another folder (a second, independent run)."""
     return dataclasses.replace(paths, models=str(root / "models"),
                                train_metrics=str(root / "train.json"),
-                               train_plots=str(root / "plots.csv"))
+                               train_plots=str(root / "plots.csv"),
+                               train_validation=str(root / "validation.csv"))
 
 
 def test_resume_reproduces_an_uninterrupted_run_exactly(tiny: PathsConfig, tmp_path: Path) -> None:
@@ -63,8 +65,10 @@ def test_outputs_metrics_plots_and_generator(tiny: PathsConfig) -> None:
     result = train(params, tiny, track=False, progress=False)
     metrics = json.loads(Path(tiny.train_metrics).read_text())
     assert metrics["steps"] == 5 and metrics["images_per_sec"] > 0
-    assert set(metrics["final"]) == {"g_adv", "g_l1", "g_offset_smooth", "g_total", "d_real", "d_fake", "d"}
-    assert metrics["final"]["g_total"] == pytest.approx(result.history["g_total"][-1])
+    assert set(metrics["loss"]) == {"g_total", "d"}
+    assert metrics["loss"]["g_total"] == pytest.approx(np.mean(result.history["g_total"]))
+    assert set(result.smoothed_losses) == {"g_adv", "g_l1", "g_offset_smooth", "g_total", "d_real", "d_fake", "d"}
+    assert all(isinstance(v, (int, float)) for v in pd.json_normalize(metrics).iloc[0])
     plots = pd.read_csv(tiny.train_plots)
     assert plots["step"].tolist() == [2, 4, 5]
     assert plots["g_l1"].iloc[0] == pytest.approx(np.mean(result.history["g_l1"][:2]))

@@ -1,12 +1,15 @@
 """Warping features part by part: pixel semantics, pyramid levels, aggregation, offsets."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pipeline.model.warp import (
-    affine_to_grid_theta, resize_masks, sampling_grid, warp_parts,
+    affine_to_grid_theta, resize_masks, resize_masks_nearest, sampling_grid, warp_parts,
+    warp_parts_nearest,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,3 +161,122 @@ def test_gradcheck_features_and_offset(agg):
     valid = torch.ones(1, 2, dtype=torch.bool)
     assert torch.autograd.gradcheck(
         lambda f, o: warp_parts(f, theta, masks, valid, agg, o), (feat, offset))
+
+
+# ------------------------------------------------------- the original's nearest sampling
+
+
+def test_resize_masks_nearest_takes_every_2k_th_pixel():
+    masks = torch.arange(2 * 3 * 16 * 8, dtype=torch.float32).view(2, 3, 16, 8)
+    for k in range(4):
+        f = 2 ** k
+        torch.testing.assert_close(resize_masks_nearest(masks, 16 // f, 8 // f),
+                                   masks[..., ::f, ::f])
+    assert resize_masks_nearest(masks, 16, 8) is masks
+
+
+def _round_away(v: float) -> int:
+    return int(math.copysign(math.floor(abs(v) + 0.5), v))
+
+
+def nearest_reference(feat, affines, masks, valid, agg, scale):
+    """Loops: every part, every output pixel, tf.contrib.image.transform NEAREST by hand."""
+    b, c, h, w = feat.shape
+    k = affines.shape[1]
+    maps = torch.zeros(b, k, c, h, w)
+    for i in range(b):
+        for p in range(k):
+            (a0, a1, a2), (b0, b1, b2) = affines[i, p].tolist()
+            for y in range(h):
+                for x in range(w):
+                    sx = _round_away(a0 * x + a1 * y + a2 / scale)
+                    sy = _round_away(b0 * x + b1 * y + b2 / scale)
+                    if 0 <= sx < w and 0 <= sy < h and valid[i, p]:
+                        maps[i, p, :, y, x] = feat[i, :, sy, sx] * masks[i, p, y, x]
+    if agg == "max":
+        return maps.amax(1)
+    count = masks.sum(1, keepdim=True)
+    return torch.where(count > 0, maps.sum(1) / count.clamp_min(1), torch.zeros(()))
+
+
+@pytest.mark.parametrize("agg", ["max", "avg"])
+def test_nearest_warp_matches_hand_computed_case_at_every_level(agg):
+    full_h, full_w = 16, 8
+    affines = torch.tensor([[[[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]],     # shift (2, 1) px
+                             [[0.0, -1.0, 6.0], [1.0, 0.0, -1.5]],   # a rotation
+                             [[1.0, 0.0, -0.5], [0.0, 1.0, 0.5]],    # halves: away from 0
+                             [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]])  # invalid: samples zeros
+    valid = torch.tensor([[True, True, True, False]])
+    masks = torch.zeros(1, 4, full_h, full_w)
+    masks[0, 0] = 1  # whole image, as the torso
+    masks[0, 1, 2:10, 1:6] = 1
+    masks[0, 2, ::3] = 1
+    masks[0, 3, 4:, :4] = 1  # drawn, but its part is invalid
+    for level in range(4):
+        f = 2 ** level
+        h, w = full_h // f, full_w // f
+        feat = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(level))
+        lm = resize_masks_nearest(masks, h, w)
+        out = warp_parts_nearest(feat, affines, lm, valid, agg, float(f))
+        torch.testing.assert_close(out, nearest_reference(feat, affines, lm, valid, agg, f),
+                                   msg=f"level {level}")
+    # Spot values at level 1 (scale 2), part 0 alone: pixel (x, y) reads (x + 1, round(y + 0.5)).
+    feat = torch.arange(32.0).view(1, 1, 8, 4) + 1
+    one = warp_parts_nearest(feat, affines[:, :1], torch.ones(1, 1, 8, 4), valid[:, :1], "max", 2.0)
+    assert one[0, 0, 0, 0] == feat[0, 0, 1, 1] and one[0, 0, 2, 2] == feat[0, 0, 3, 3]
+    assert one[0, 0, 0, 3] == 0 and one[0, 0, 7, 0] == 0  # read outside the map: zero
+
+
+def test_nearest_warp_gradients_reach_features_and_split_ties():
+    feat = torch.randn(1, 2, 8, 4, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    eye = torch.eye(2, 3).expand(1, 2, 2, 3)
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    # Two identical covering parts: every value is a tie, and whichever part takes the
+    # gradient (TF's reduce_max splits it) it reaches the same feature pixel: 1 everywhere.
+    warp_parts_nearest(feat, eye, torch.ones(1, 2, 8, 4), valid).sum().backward()
+    torch.testing.assert_close(feat.grad, torch.ones_like(feat))
+    # Part 1 not covering: its zeros join the max, so negative features lose to 0.
+    feat.grad = None
+    masks = torch.stack([torch.ones(8, 4), torch.zeros(8, 4)])[None]
+    warp_parts_nearest(feat, eye, masks, valid).sum().backward()
+    torch.testing.assert_close(feat.grad, (feat > 0).float())
+
+
+# --------------------------------------------- sparse bilinear warp == dense (issue 9)
+
+
+@pytest.mark.parametrize("agg", ["max", "avg"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_sparse_bilinear_equals_dense_forward_and_gradients(agg, ties):
+    gen = torch.Generator().manual_seed(7)
+    b, c, k = 3, 4, 10
+    feat = torch.randn(b, c, H, W, generator=gen, dtype=torch.float64, requires_grad=True)
+    affines = torch.eye(2, 3, dtype=torch.float64).expand(b, k, 2, 3).clone()
+    if not ties:  # identical affines make every part sample the same values: exact ties
+        affines = affines + torch.randn(b, k, 2, 3, generator=gen, dtype=torch.float64) * 0.1
+        affines[..., 2] *= 30
+    theta = affine_to_grid_theta(affines, H, W)
+    masks = (torch.rand(b, k, H, W, generator=gen) > 0.6).double()
+    masks[:, 0] = 1
+    valid = torch.rand(b, k, generator=gen) > 0.2
+    valid[0, 0] = False  # no torso in one sample
+    offset = (torch.randn(b, 2, H, W, generator=gen, dtype=torch.float64) * 0.05).requires_grad_()
+    weight = torch.randn(b, c, H, W, generator=gen, dtype=torch.float64)
+    results = []
+    for sparse in (False, True):
+        out = warp_parts(feat, theta, masks, valid, agg, offset, sparse=sparse)
+        grads = torch.autograd.grad((out * weight).sum(), [feat, offset])
+        results.append((out, *grads))
+    for dense, sparse in zip(*results):
+        torch.testing.assert_close(sparse, dense, atol=1e-12, rtol=1e-12)
+
+
+def test_sparse_bilinear_equals_dense_in_float32_at_a_coarse_level():
+    gen = torch.Generator().manual_seed(8)
+    feat = torch.randn(2, 8, 16, 8, generator=gen)
+    theta = affine_to_grid_theta(torch.eye(2, 3).expand(2, 10, 2, 3)
+                                 + torch.randn(2, 10, 2, 3, generator=gen) * 0.05, H, W)
+    masks = (torch.rand(2, 10, H, W, generator=gen) > 0.7).float()  # resized inside
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    torch.testing.assert_close(warp_parts(feat, theta, masks, valid, sparse=True),
+                               warp_parts(feat, theta, masks, valid, sparse=False))

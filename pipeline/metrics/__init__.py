@@ -21,18 +21,24 @@ L1 / masked L1 (pixel.py)
     mean |real - generated| / 255 over pixels and channels ([0, 1] scale; the original
     script used the [-1, 1] scale, i.e. twice our value). Masked L1: the same sum over the
     mask's pixels divided by (mask pixels x 3).
-FID (inception.py)
-    Frechet distance (float64, scipy.linalg.sqrtm) between Gaussians fitted to Inception-v3
-    pool3 features (2048-d) of the generated images and of the REFERENCE SET = the real
-    targets of the evaluated pairs; images resized to 299x299 (bilinear) and mapped to
-    [-1, 1]. Comparable with published numbers only with the FID Inception weights
-    (pt_inception-2015-12-05, 1008 classes) and on the 12,000 test pairs: FID depends on the
-    reference set and on the number of images.
-IS / mask-IS
-    Inception score exp(E KL(p(y|x) || p(y))) of the softmax of the Inception logits, over
-    10 equal splits (mean and std); mask-IS on the masked generated images.
-LPIPS (lpips.py)
-    LPIPS v0.1 with AlexNet features, per pair, mean over pairs (lower is better).
+FID (inception.py, computed by torch-fidelity 0.4.0)
+    Frechet distance between Gaussians fitted (float64 mean and covariance) to the pool3
+    features (2048-d) of the generated images and of the REFERENCE SET = the real targets of
+    the evaluated pairs; the library's fid_statistics_to_metric (trace of the square root
+    from the eigenvalues of S1 S2). Features from torch-fidelity's InceptionV3: the 2015
+    TensorFlow graph, uint8 images resized to 299x299 with TF1's bilinear resize
+    (align_corners=False, no half-pixel centres), scaled (x - 128) / 128. Comparable with
+    published numbers only with its weights (evaluate.inception_weights: inception_fid) and on
+    the 12,000 test pairs: FID depends on the reference set and on the number of images.
+IS / mask-IS (the same network)
+    Inception score exp(E KL(p(y|x) || p(y))), p = softmax of the logits WITHOUT the fc bias
+    (as the OpenAI code the papers ran), over 10 splits in order, no shuffling, boundaries
+    i*N//10 (fewer splits when N < 10); mean and std over the splits (the library's
+    isc_features_to_metric). mask-IS: the same on the masked generated images.
+LPIPS (lpips.py, computed by the lpips 0.1.4 package)
+    lpips.LPIPS(net='alex', version='0.1') on the pair mapped to [-1, 1], at native size:
+    torchvision AlexNet trunk (evaluate.alexnet_weights) and the v0.1 linear layers
+    (evaluate.lpips_weights); per pair, mean over pairs (lower is better).
 DS (detection.py)
     mean over generated images of the highest person confidence of the YOLO pose model's
     boxes (0 when none). The papers used SSD: not comparable with their DS.
@@ -42,8 +48,9 @@ PCKh@0.5 (detection.py)
     head points (nose, neck, eyes, ears; >= 2 needed). Pooled over all target joints.
     pckh_real: the same for the real targets (an upper bound for the generator).
 
-Unavailable metrics (no weights offline, no keypoints) are reported as None with a
-`<metric>_reason` string, never as a made-up value.
+Weights are names or local files resolved by pipeline.weights. Unavailable metrics (no
+weights offline, a null param, no keypoints) are reported as None with a `<metric>_reason`
+string, never as a made-up value.
 
 Modules: ssim, masks, pixel, inception, lpips, detection, scoring (import them directly:
 `from pipeline.metrics import ssim` gives the module, whose function is `ssim.ssim`).

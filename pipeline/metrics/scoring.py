@@ -25,7 +25,7 @@ from pipeline.keypoints import KP_COLUMNS, keypoints_array, present, read_annota
 from pipeline.metrics import detection, inception, lpips, masks, pixel, ssim
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-FID_REFERENCE = "the real targets of the evaluated pairs (uint8 RGB, resized to 299x299 bilinear)"
+FID_REFERENCE = "the real targets of the evaluated pairs (uint8 RGB, TF1-bilinear resized to 299x299 by torch-fidelity)"
 NO_KEYPOINTS = "no target keypoints (pass --keypoints, or --detect-keypoints)"
 
 
@@ -33,9 +33,9 @@ NO_KEYPOINTS = "no target keypoints (pass --keypoints, or --detect-keypoints)"
 class Models:
     """Networks loaded once per run; None where unavailable, with the reason in *_info."""
 
-    inception: torch.nn.Module | None = None
+    inception: torch.nn.Module | None = None  # uint8 [n, 3, H, W] -> (pool3 [n, D], logits [n, C])
     inception_info: str = "not requested"
-    lpips: lpips.LPIPS | None = None
+    lpips: torch.nn.Module | None = None  # the lpips package's LPIPS: [-1, 1] x, y -> [n, 1, 1, 1]
     lpips_info: str = "not requested"
     detector: Any = None  # pipeline.pose.PoseModel
     detector_info: str = "not requested"
@@ -57,7 +57,8 @@ def load_models(
     allow_download: bool = True,
     device: str | None = None,
 ) -> Models:
-    """Load what cfg points at. Missing weights never raise: the metric becomes None."""
+    """Load what cfg points at, every file resolved by pipeline.weights (a name or a local
+    path). Missing weights never raise: the metric becomes None with the reason."""
     pose_cfg = pose_cfg or PoseConfig()
     device = device or default_device()
     m = Models(pose_cfg=pose_cfg, device=device)
@@ -70,13 +71,25 @@ def load_models(
             cfg.lpips_weights, cfg.alexnet_weights, allow_download=allow_download, device=device
         )
     if use_detector:
-        weights = cfg.pose_weights or pose_cfg.weights
-        try:
-            m.detector = detection.load_detector(weights, "cuda:0" if device == "cuda" else device)
-            m.detector_info = f"ultralytics YOLO pose {m.detector.label} (not the papers' SSD)"
-        except Exception as exc:  # missing file, offline: report, never invent numbers
-            m.detector_info = f"pose model {weights!r} unavailable: {type(exc).__name__}: {exc}"
+        m.detector, m.detector_info = _load_detector(cfg, pose_cfg, allow_download, device)
     return m
+
+
+def _load_detector(cfg: EvaluateConfig, pose_cfg: PoseConfig, allow_download: bool, device: str) -> tuple[Any, str]:
+    """(PoseModel, description) or (None, reason): evaluate.pose_weights, else pose.weights."""
+    spec, param = (cfg.pose_weights, "evaluate.pose_weights") if cfg.pose_weights else (pose_cfg.weights, "pose.weights")
+    if not spec:
+        return None, f"{param} is null: DS / PCKh not computed"
+    try:
+        from pipeline import weights  # interface 1 (pipeline/weights.py)
+
+        path = weights.resolve(spec, param, allow_download=allow_download)
+        det = detection.load_detector(str(path), "cuda:0" if device == "cuda" else device)
+    except FileNotFoundError as exc:  # pipeline.weights.WeightsError: one line already
+        return None, str(exc)
+    except Exception as exc:  # unreadable file, not a pose model: report, never invent numbers
+        return None, f"{param} {spec!r} unavailable: {type(exc).__name__}: {exc}"
+    return det, f"ultralytics YOLO pose {det.label} (not the papers' SSD)"
 
 
 # --------------------------------------------------------------------------- one batch
@@ -179,9 +192,9 @@ class Scorer:
         return per
 
     def _inception(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f, lg = inception.inception_outputs(images, self.models.inception, batch_size=self.batch_size,
-                                            device=self.models.device)
-        return f.astype(np.float32), lg.astype(np.float32)
+        """float32 (pool3 [n, D], unbiased logits [n, C]) of uint8 images [n, H, W, 3]."""
+        return inception.inception_outputs(images, self.models.inception, batch_size=self.batch_size,
+                                           device=self.models.device)
 
     def result(self) -> tuple[dict[str, Any], pd.DataFrame]:
         table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame()

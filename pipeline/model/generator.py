@@ -14,7 +14,14 @@ re-warped with the affines plus that offset. With warp "none" and offsets on, th
 on the identity warp (a purely learned flow). Decoder upsampling (cfg.upsample): "transpose"
 is the paper's 4x4 stride-2 transposed convolution; "resize" is a nearest 2x upsample followed
 by a 3x3 convolution, which avoids checkerboard artifacts (see pipeline.model.blocks.up_block).
-With offsets off, warp "parts" and upsample "transpose" this is the paper's generator.
+
+Layers (pipeline.model.blocks): normalisation cfg.norm ("sample" = the original's
+keras-contrib InstanceNormalization(axis=None), "instance" = per-channel InstanceNorm2d);
+cfg.block_bias (false = the original: no bias on any 4x4 block conv, the last encoder block
+included; the 3x3 stem and head convs keep theirs); init cfg.init ("glorot" = Keras'
+glorot_uniform, "normal" = N(0, 0.02)). With the defaults (offsets off, warp "parts",
+upsample "transpose", norm "sample", block_bias false, init "glorot") this is the paper's
+generator: 61,109,085 parameters at the paper's widths.
 """
 from __future__ import annotations
 
@@ -25,9 +32,11 @@ from torch import Tensor, nn
 
 from pipeline.config import ModelConfig
 from pipeline.keypoints import NUM_JOINTS
-from pipeline.model.blocks import UPSAMPLE_MODES, Encoder, OffsetHead, init_weights, up_block
+from pipeline.model.blocks import UPSAMPLE_MODES, Encoder, OffsetHead, initializer, up_block
 from pipeline.model.geometry import part_geometry
-from pipeline.model.warp import affine_to_grid_theta, resize_masks, warp_parts
+from pipeline.model.warp import (
+    affine_to_grid_theta, resize_masks, resize_masks_nearest, warp_parts, warp_parts_nearest,
+)
 
 WARPED_LEVELS = 4  # the four finest resolutions (H, H/2, H/4, H/8) get deformed skips
 DROPOUT_BLOCKS = 3  # dropout in the first three decoder blocks
@@ -62,14 +71,19 @@ class Generator(nn.Module):
         if cfg.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"Generator: bad upsample {cfg.upsample!r}, "
                              f"expected one of {UPSAMPLE_MODES}")
+        if cfg.offsets and cfg.warp_sampling == "nearest":
+            raise ValueError("Generator: model.offsets needs model.warp_sampling 'bilinear' "
+                             "(nearest sampling has no gradient with respect to the offsets)")
+        init = initializer(cfg.init)  # checks model.init before anything is built
         self.cfg, self.height, self.width = cfg, height, width
         self.n_warped = min(WARPED_LEVELS, n_levels)
-        self.appearance = Encoder(3 + NUM_JOINTS, enc)
-        self.pose = Encoder(NUM_JOINTS, enc)
+        self.appearance = Encoder(3 + NUM_JOINTS, enc, cfg.norm, cfg.block_bias)
+        self.pose = Encoder(NUM_JOINTS, enc, cfg.norm, cfg.block_bias)
         # Decoder block i produces level n_levels-2-i and is followed by that level's skips.
         ins = [2 * enc[-1]] + [dec[i - 1] + 2 * enc[n_levels - 1 - i] for i in range(1, len(dec))]
         self.decoder = nn.ModuleList(
-            up_block(ins[i], dec[i], cfg.dropout if i < DROPOUT_BLOCKS else 0.0, cfg.upsample)
+            up_block(ins[i], dec[i], cfg.dropout if i < DROPOUT_BLOCKS else 0.0, cfg.upsample,
+                     cfg.norm)
             for i in range(len(dec))
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(dec[-1] + 2 * enc[0], 3, 3, padding=1),
@@ -77,14 +91,18 @@ class Generator(nn.Module):
         self.offset_heads = nn.ModuleList(
             OffsetHead(2 * enc[l], min(enc[l], OFFSET_HIDDEN_MAX)) for l in range(self.n_warped)
         ) if cfg.offsets else nn.ModuleList()
-        self.apply(init_weights)
-        for head in self.offset_heads:
+        self.apply(init)
+        for head in self.offset_heads:  # their own init (zero offsets at start)
             head.reset_parameters()
 
     def _warp_setup(self, kpa: Tensor, kpb: Tensor, height: int, width: int):
-        """theta [B, K, 2, 3], masks [B, K, H, W], valid [B, K] for the configured warp, or
-        None when the skips pass unwarped."""
-        mode = self.cfg.warp
+        """(transform [B, K, 2, 3], masks [B, K, H, W], valid [B, K]) for the configured warp,
+        or None when the skips pass unwarped. The transform is the normalised theta for
+        bilinear sampling, the pixel affine for the original's nearest sampling."""
+        mode, sampling = self.cfg.warp, self.cfg.warp_sampling
+        if sampling not in ("nearest", "bilinear"):
+            raise ValueError(f"Generator: model.warp_sampling must be 'nearest' or 'bilinear', "
+                             f"got {sampling!r}")
         if mode == "none" and not self.cfg.offsets:
             return None
         if mode == "none":  # identity warp, whole image: the offsets are the whole flow
@@ -92,7 +110,10 @@ class Generator(nn.Module):
             theta = torch.eye(2, 3, device=kpa.device).expand(b, 1, 2, 3)
             masks = torch.ones(b, 1, height, width, device=kpa.device)
             return theta, masks, torch.ones(b, 1, dtype=torch.bool, device=kpa.device)
-        geo = part_geometry(kpa, kpb, height, width, mode=mode)
+        geo = part_geometry(kpa, kpb, height, width, mode=mode, affine_fit=self.cfg.affine_fit,
+                            part_masks=self.cfg.part_masks)
+        if sampling == "nearest":
+            return geo.affines, geo.masks, geo.valid
         return affine_to_grid_theta(geo.affines, height, width), geo.masks, geo.valid
 
     def forward(self, xa: Tensor, ha: Tensor, hb: Tensor, kpa: Tensor, kpb: Tensor
@@ -115,6 +136,11 @@ class Generator(nn.Module):
             agg = self.cfg.warp_agg
             for level in range(self.n_warped):
                 feat = app[level]
+                if self.cfg.warp_sampling == "nearest":  # theta: pixel affines here
+                    level_masks = resize_masks_nearest(masks, *feat.shape[-2:])
+                    app[level] = warp_parts_nearest(feat, theta, level_masks, valid, agg,
+                                                    height / feat.shape[-2])
+                    continue
                 level_masks = resize_masks(masks, *feat.shape[-2:])  # once, used by both warps
                 warped = warp_parts(feat, theta, level_masks, valid, agg)
                 if self.cfg.offsets:

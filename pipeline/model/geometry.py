@@ -5,20 +5,25 @@ part gets a binary mask drawn on the TARGET pose and an affine transform mapping
 pixel (x, y, 1) to the source pixel (x, y) its appearance should be taken from.
 
 Parts (mode "parts", K = 10), see method.md "Deformable skip connections":
-    0 torso  whole-image mask; affine = least squares over R-hip, L-hip, L-shoulder, R-shoulder
-    1 head   axis-aligned square (half side 0.4 s) around the mean of the head joints present;
-             affine over the head joints present in both poses plus both shoulders
-    2-9      R/L thigh, R/L shin, R/L upper arm, R/L forearm: a rectangle along the segment,
+    0 torso  whole-image mask; affine fitted on R-hip, L-hip, L-shoulder, R-shoulder
+    1 head   axis-aligned square (half side 0.4 s) around the mean of the target's head
+             joints; affine over the head joints present in both poses plus both shoulders
+    2-9      R/L thigh, R/L shin, R/L upper arm, R/L forearm: a box along the segment,
              0.1 of its length behind the first joint, 0.1 (thigh, upper arm) or 0.5 (shin,
-             forearm) beyond the second, half width 0.2 s; affine over its 4 corners
+             forearm) beyond the second, half width 0.2 s; affine over its 4 corners (the
+             source borrows the mirrored limb when it lacks the limb)
 with s = sqrt((|Rhip-Rsho|^2 + |Lhip-Lsho|^2) / 2) the body scale of each pose.
-Mode "global" (K = 1): whole-image mask and one least-squares affine over every joint
-present in both poses (identity when that fit is impossible).
+affine_fit (model.affine_fit): "dlt" = the original's skimage 0.13 normalised DLT, "lstsq" =
+least squares (pipeline.model.affine_fit). part_masks (model.part_masks): "original" = the
+original's raster (pipeline.model.part_polygons: far end extended from the already-extended
+segment, PNPOLY half-open boundaries, int-truncated head square; masks drawn wherever the
+target has the part, float64); "rect" = closed rectangles of the sizes above (float32).
+Mode "global" (K = 1): whole-image mask and one affine over every joint present in both
+poses (identity when that fit is impossible).
 
-Everything is batched torch on the keypoints' device (float32): all B*K least-squares fits
-are solved at once in closed form, masks come from vectorised distances in each part's
-rectangle frame. No per-sample loops and no host synchronisation, so it runs inside a
-training step at negligible cost (see bench/bench_geometry.py).
+Everything is batched torch on the keypoints' device: all B*K fits are solved at once in
+closed form, masks come from vectorised comparisons. No per-sample loops and no host
+synchronisation, so it runs inside a training step at negligible cost (bench/bench_geometry.py).
 
 Keypoints: float [B, 18, 2] as (x, y) pixels of the model's input resolution (pixel at row i,
 column j has x = j, y = i), OpenPose-18 order (pipeline.keypoints.JOINTS), -1 when missing.
@@ -32,6 +37,12 @@ import torch
 from torch import Tensor
 
 from pipeline.keypoints import J, NUM_JOINTS
+from pipeline.model.affine_fit import (
+    DLT_MIN_SPREAD_RATIO, MIN_SPREAD_RATIO, fit_affine_dlt, fit_affine_lstsq,
+)
+from pipeline.model.part_polygons import (
+    head_squares, limb_polygons, rasterise_polygons, sqrt_rn,
+)
 
 PART_NAMES: tuple[str, ...] = (
     "torso", "head",
@@ -54,10 +65,14 @@ LIMB_MIRROR = (1, 0, 3, 2, 5, 4, 7, 6)  # index of the L<->R twin within LIMBS
 BEHIND = 0.1       # rectangle extension behind the first joint, fraction of the limb length
 LIMB_HALF_WIDTH = 0.2  # fraction of the body scale s
 HEAD_HALF_SIDE = 0.4   # fraction of the body scale s
-# Smallest accepted ratio of the two principal variances of a fit's point cloud (in either
-# pose): below it the points are (nearly) collinear, the fit is singular and the part missing.
-MIN_SPREAD_RATIO = 1e-3
 _EPS = 1e-6
+FITS = {"dlt": fit_affine_dlt, "lstsq": fit_affine_lstsq}
+PART_MASKS = ("original", "rect")
+# The original's far-end extensions (of the already-extended segment): masks use 0.5 for
+# shins and forearms, the affines' polygons 0.3 (the same affine: both corner sets are the
+# same affine combination of the joints in both poses).
+ORIGINAL_MASK_INC = (0.1, 0.1, 0.5, 0.5, 0.1, 0.1, 0.5, 0.5)
+ORIGINAL_FIT_INC = (0.1, 0.1, 0.3, 0.3, 0.1, 0.1, 0.3, 0.3)
 
 
 class PartGeometry(NamedTuple):
@@ -80,6 +95,8 @@ def _constants(device: torch.device) -> dict[str, Tensor]:
     }
     out = {k: torch.tensor(v, dtype=torch.long).to(device) for k, v in values.items()}
     out["limb_ext"] = torch.tensor([limb[2] for limb in LIMBS]).to(device)
+    out["mask_inc"] = torch.tensor(ORIGINAL_MASK_INC, dtype=torch.float64).to(device)
+    out["fit_inc"] = torch.tensor(ORIGINAL_FIT_INC, dtype=torch.float64).to(device)
     out["x_axis"] = torch.tensor([1.0, 0.0]).to(device)
     return out
 
@@ -89,8 +106,9 @@ def joints_present(kp: Tensor) -> Tensor:
     return (kp[..., 0] >= 0) & (kp[..., 1] >= 0)
 
 
-def body_scale(kp: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
-    """Body scale s [B] (see module doc) and whether it is defined [B] bool.
+def body_scale(kp: Tensor, present: Tensor, exact: bool = False) -> tuple[Tensor, Tensor]:
+    """Body scale s [B] (see module doc) and whether it is defined [B] bool (exact: the
+    square root rounded as NumPy's, for the original's masks).
 
     With one hip-shoulder side missing the other side alone gives s; with both missing s is
     undefined (and the parts sized by it are missing)."""
@@ -98,59 +116,35 @@ def body_scale(kp: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
     d2 = (kp[:, sides[:, 0]] - kp[:, sides[:, 1]]).square().sum(-1)  # [B, 2]
     ok = present[:, sides[:, 0]] & present[:, sides[:, 1]]  # [B, 2]
     n = ok.sum(-1)
-    s = ((d2 * ok).sum(-1) / n.clamp_min(1)).sqrt()
+    mean = (d2 * ok).sum(-1) / n.clamp_min(1)
+    s = sqrt_rn(mean) if exact else mean.sqrt()
     return s, (n > 0) & (s > _EPS)
 
 
-def _spread_ratio(cov: Tensor) -> Tensor:
-    """Ratio smallest/largest eigenvalue of symmetric 2x2 matrices [..., 2, 2] -> [...]."""
-    half_tr = (cov[..., 0, 0] + cov[..., 1, 1]) / 2
-    det = cov[..., 0, 0] * cov[..., 1, 1] - cov[..., 0, 1] * cov[..., 1, 0]
-    root = (half_tr.square() - det).clamp_min(0).sqrt()
-    return (half_tr - root) / (half_tr + root).clamp_min(_EPS)
+def fit_affine(tgt: Tensor, src: Tensor, weight: Tensor, min_ratio: float | None = None,
+               method: str = "lstsq") -> tuple[Tensor, Tensor]:
+    """Batched affines mapping tgt points onto src points (pipeline.model.affine_fit).
+
+    tgt, src: [..., N, 2]; weight: [..., N] (0 drops a point). method "lstsq" (ordinary least
+    squares) or "dlt" (the original's skimage 0.13 normalised DLT). Returns (A [..., 2, 3],
+    ok [...]): a fit needs >= 3 points and non-collinear point clouds in both poses (spread
+    ratio >= min_ratio, scale-free; None = the method's default: MIN_SPREAD_RATIO for lstsq,
+    DLT_MIN_SPREAD_RATIO, i.e. only numerically singular fits, for dlt); otherwise ok is
+    False and A is the identity."""
+    if method not in FITS:
+        raise ValueError(f"fit_affine: method (model.affine_fit) must be one of {tuple(FITS)}, "
+                         f"got {method!r}")
+    if min_ratio is None:
+        min_ratio = DLT_MIN_SPREAD_RATIO if method == "dlt" else MIN_SPREAD_RATIO
+    return FITS[method](tgt, src, weight, min_ratio)
 
 
-def fit_affine(tgt: Tensor, src: Tensor, weight: Tensor,
-               min_ratio: float = MIN_SPREAD_RATIO) -> tuple[Tensor, Tensor]:
-    """Weighted least-squares affines mapping tgt points onto src points, batched.
-
-    tgt, src: [..., N, 2]; weight: [..., N] (0 drops a point). Returns (A [..., 2, 3], ok [...]).
-    Solved in centred form: A_lin = Cov(src, tgt) Cov(tgt)^-1 (a closed-form 2x2 inverse, the
-    normal equations without the translation column), t = mean_src - A_lin mean_tgt. A fit
-    needs >= 3 points and non-collinear point clouds in both poses (spread ratio >= min_ratio,
-    scale-free); otherwise ok is False and A is the identity.
-    """
-    w = weight.to(tgt.dtype)
-    sw = w.sum(-1)
-    wn = (w / sw.clamp_min(_EPS).unsqueeze(-1)).unsqueeze(-1)  # [..., N, 1]
-    mt = (wn * tgt).sum(-2, keepdim=True)
-    ms = (wn * src).sum(-2, keepdim=True)
-    dt, ds = tgt - mt, src - ms
-    cov_t = (wn * dt).transpose(-1, -2) @ dt  # [..., 2, 2]
-    cov_s = (wn * ds).transpose(-1, -2) @ ds
-    cross = (wn * ds).transpose(-1, -2) @ dt  # [..., 2, 2]  sum w ds dt^T
-    ok = (((w > 0).sum(-1) >= 3) & (_spread_ratio(cov_t) >= min_ratio) & (_spread_ratio(cov_s) >= min_ratio)
-          & (cov_t.diagonal(dim1=-2, dim2=-1).sum(-1) > _EPS))
-    det = cov_t[..., 0, 0] * cov_t[..., 1, 1] - cov_t[..., 0, 1] * cov_t[..., 1, 0]
-    det = torch.where(ok, det, torch.ones_like(det))  # finite everywhere, discarded when not ok
-    adj = torch.stack([cov_t[..., 1, 1], -cov_t[..., 0, 1],
-                       -cov_t[..., 1, 0], cov_t[..., 0, 0]], -1).unflatten(-1, (2, 2))
-    lin = cross @ adj / det[..., None, None]
-    shift = ms.squeeze(-2) - (lin @ mt.transpose(-1, -2)).squeeze(-1)
-    affine = torch.cat([lin, shift.unsqueeze(-1)], -1)
-    eye = torch.eye(2, 3, dtype=tgt.dtype, device=tgt.device).expand_as(affine)
-    return torch.where(ok[..., None, None], affine, eye), ok
-
-
-def _limb_frames(kp: Tensor, present: Tensor, s: Tensor, s_ok: Tensor, borrow_mirror: bool):
-    """Limb rectangles of one pose, in LIMBS order.
-
-    Returns centre [B, 8, 2], unit axis [B, 8, 2], half length [B, 8], half width [B, 8],
-    corners [B, 8, 4, 2] and ok [B, 8]. With borrow_mirror, a limb whose joints are missing
-    uses its L<->R twin's joints (the source-pose rule)."""
+def _limb_joints(kp: Tensor, present: Tensor, borrow_mirror: bool):
+    """First and second joints [B, 8, 2] of every limb (LIMBS order) and ok [B, 8]. With
+    borrow_mirror, a limb whose joints are missing uses its L<->R twin's (the source rule)."""
     const = _constants(kp.device)
-    a_idx, b_idx, ext = const["limb_a"], const["limb_b"], const["limb_ext"]
-    a, b = kp[:, a_idx], kp[:, b_idx]  # [B, 8, 2]
+    a_idx, b_idx = const["limb_a"], const["limb_b"]
+    a, b = kp[:, a_idx], kp[:, b_idx]
     ok = present[:, a_idx] & present[:, b_idx]
     if borrow_mirror:
         mirror = const["mirror"]
@@ -158,6 +152,16 @@ def _limb_frames(kp: Tensor, present: Tensor, s: Tensor, s_ok: Tensor, borrow_mi
         a = torch.where(use_twin[..., None], a[:, mirror], a)
         b = torch.where(use_twin[..., None], b[:, mirror], b)
         ok = ok | use_twin
+    return a, b, ok
+
+
+def _limb_frames(kp: Tensor, present: Tensor, s: Tensor, s_ok: Tensor, borrow_mirror: bool):
+    """Limb rectangles of one pose ("rect" masks), in LIMBS order.
+
+    Returns centre [B, 8, 2], unit axis [B, 8, 2], half length [B, 8], half width [B, 8],
+    corners [B, 8, 4, 2] and ok [B, 8]."""
+    a, b, ok = _limb_joints(kp, present, borrow_mirror)
+    ext = _constants(kp.device)["limb_ext"]
     seg = b - a
     length = seg.norm(dim=-1)
     axis = seg / length.clamp_min(_EPS).unsqueeze(-1)
@@ -193,71 +197,98 @@ def rectangle_masks(centre: Tensor, axis: Tensor, half_len: Tensor, half_w: Tens
 
 
 def part_geometry(kp_src: Tensor, kp_tgt: Tensor, height: int, width: int,
-                  mode: str = "parts", min_ratio: float = MIN_SPREAD_RATIO) -> PartGeometry:
+                  mode: str = "parts", min_ratio: float | None = None,
+                  affine_fit: str = "dlt", part_masks: str = "original") -> PartGeometry:
     """Masks [B, K, H, W], affines [B, K, 2, 3] (target -> source pixels), valid [B, K].
 
     kp_src, kp_tgt: [B, 18, 2] (x, y) pixels, -1 missing. mode "parts" (K = 10) or "global"
-    (K = 1); "none" means no warping and is handled by the generator. Invalid parts (missing
-    in the target, or a singular fit) have an empty mask and an identity affine.
+    (K = 1); "none" means no warping and is handled by the generator. affine_fit "dlt" (the
+    original's skimage fit) or "lstsq"; part_masks "original" (the original's polygons and
+    head square) or "rect" (module doc). Invalid parts (missing in the target or source, or
+    a singular fit) have an identity affine and must sample nothing. Their masks: "rect"
+    empties them; "original" keeps every mask the target pose draws (the torso always, the
+    head when the target has a head joint, a limb when the target has both its joints), as
+    the original did, whose missing-part transform then warps only zeros into it.
     """
     if kp_src.shape != kp_tgt.shape or kp_src.ndim != 3 or kp_src.shape[1:] != (NUM_JOINTS, 2):
         raise ValueError(f"part_geometry: expected keypoints [B, {NUM_JOINTS}, 2] for both poses, "
                          f"got {tuple(kp_src.shape)} and {tuple(kp_tgt.shape)}")
-    # float32 even inside a mixed-precision step: half-precision matmuls would cost pixels.
+    if mode not in ("parts", "global"):
+        raise ValueError(f"part_geometry: mode must be 'parts' or 'global', got {mode!r}")
+    if affine_fit not in FITS or part_masks not in PART_MASKS:
+        raise ValueError(f"part_geometry: affine_fit must be one of {tuple(FITS)} and "
+                         f"part_masks one of {PART_MASKS}, got {affine_fit!r}, {part_masks!r}")
+    # float32 even inside a mixed-precision step: half-precision matmuls would cost pixels;
+    # the original's masks are float64, as the NumPy code computed them.
+    dtype = torch.float64 if part_masks == "original" else torch.float32
     with torch.autocast(kp_src.device.type, enabled=False):
-        return _part_geometry(kp_src.float(), kp_tgt.float(), height, width, mode, min_ratio)
+        geo = _part_geometry(kp_src.to(dtype), kp_tgt.to(dtype), height, width, mode,
+                             min_ratio, affine_fit, part_masks)
+    return PartGeometry(geo.masks.float(), geo.affines.float(), geo.valid)
+
+
+def _pad(x: Tensor, n_pts: int) -> Tensor:
+    """[B, P, n, ...] -> [B, P, n_pts, ...], padded with zeros (weight 0 in the fits)."""
+    extra = n_pts - x.shape[2]
+    return torch.cat([x, x.new_zeros(x.shape[:2] + (extra,) + x.shape[3:])], 2)
 
 
 def _part_geometry(src: Tensor, tgt: Tensor, height: int, width: int, mode: str,
-                   min_ratio: float) -> PartGeometry:
+                   min_ratio: float | None, affine_fit: str, part_masks: str) -> PartGeometry:
     p_src, p_tgt = joints_present(src), joints_present(tgt)
     both = p_src & p_tgt
     batch = src.shape[0]
     if mode == "global":
-        affine, _ = fit_affine(tgt, src, both, min_ratio)  # identity when not fittable
+        affine, _ = fit_affine(tgt, src, both, min_ratio, affine_fit)  # identity if impossible
         valid = torch.ones(batch, 1, dtype=torch.bool, device=src.device)
         ones = torch.ones(batch, 1, height, width, device=src.device)
         return PartGeometry(ones, affine.unsqueeze(1), valid)
-    if mode != "parts":
-        raise ValueError(f"part_geometry: mode must be 'parts' or 'global', got {mode!r}")
 
-    s_src, s_src_ok = body_scale(src, p_src)
-    s_tgt, s_tgt_ok = body_scale(tgt, p_tgt)
+    exact = part_masks == "original"
+    s_src, s_src_ok = body_scale(src, p_src, exact)
+    s_tgt, s_tgt_ok = body_scale(tgt, p_tgt, exact)
     n_pts = len(HEAD_JOINTS) + len(SHOULDERS)  # the largest point set (head); others padded
-
-    # Torso: the four hip/shoulder joints present in both poses.
     const = _constants(src.device)
-    torso = const["torso"]
-    torso_w = both[:, torso]
+    torso, head = const["torso"], const["head"]  # torso: its 4 joints present in both poses
+    head_t = p_tgt[:, head[: len(HEAD_JOINTS)]]  # [B, 5] head joints the target draws
+    head_ok = head_t.any(-1) & s_tgt_ok  # the fit: head joints in both + shoulders
 
-    # Head: square on the target around its head joints; fit on head joints + shoulders.
-    head = const["head"]
-    head_w = both[:, head]
-    head_t = p_tgt[:, head[: len(HEAD_JOINTS)]]  # [B, 5]
-    head_n = head_t.sum(-1)
-    head_centre = (tgt[:, head[: len(HEAD_JOINTS)]] * head_t[..., None]).sum(1) \
-        / head_n.clamp_min(1)[:, None]
-    head_ok = (head_n > 0) & s_tgt_ok
-
-    # Limbs: rectangles in both poses (source borrows the mirrored limb when missing).
-    c_t, axis_t, hl_t, hw_t, corners_t, limb_ok_t = _limb_frames(tgt, p_tgt, s_tgt, s_tgt_ok, False)
-    _, _, _, _, corners_s, limb_ok_s = _limb_frames(src, p_src, s_src, s_src_ok, True)
+    if part_masks == "rect":
+        c_t, axis_t, hl_t, hw_t, corners_t, limb_ok_t = _limb_frames(tgt, p_tgt, s_tgt,
+                                                                     s_tgt_ok, False)
+        _, _, _, _, corners_s, limb_ok_s = _limb_frames(src, p_src, s_src, s_src_ok, True)
+    else:
+        a_t, b_t, limb_ok_t = _limb_joints(tgt, p_tgt, False)
+        a_s, b_s, limb_ok_s = _limb_joints(src, p_src, True)
+        corners_t = limb_polygons(a_t, b_t, s_tgt, const["fit_inc"])
+        corners_s = limb_polygons(a_s, b_s, s_src, const["fit_inc"])
+        # A zero-length limb has a degenerate polygon (empty mask, singular fit).
+        limb_ok_t = limb_ok_t & s_tgt_ok[:, None] & ((b_t - a_t).abs().sum(-1) > 0)
+        limb_ok_s = limb_ok_s & s_src_ok[:, None]
     limb_w = (limb_ok_t & limb_ok_s).unsqueeze(-1).expand(-1, -1, 4)
 
-    def pad(x: Tensor) -> Tensor:  # [B, P, n, ...] -> [B, P, n_pts, ...] with zeros
-        extra = n_pts - x.shape[2]
-        return torch.cat([x, x.new_zeros(x.shape[:2] + (extra,) + x.shape[3:])], 2)
+    pts_t = torch.cat([_pad(tgt[:, torso][:, None], n_pts), tgt[:, head][:, None],
+                       _pad(corners_t, n_pts)], 1)
+    pts_s = torch.cat([_pad(src[:, torso][:, None], n_pts), src[:, head][:, None],
+                       _pad(corners_s, n_pts)], 1)
+    weights = torch.cat([_pad(both[:, torso][:, None], n_pts), both[:, head][:, None],
+                         _pad(limb_w, n_pts)], 1)
+    affines, fit_ok = fit_affine(pts_t, pts_s, weights, min_ratio, affine_fit)  # [B, K, ...]
 
-    pts_t = torch.cat([pad(tgt[:, torso][:, None]), tgt[:, head][:, None], pad(corners_t)], 1)
-    pts_s = torch.cat([pad(src[:, torso][:, None]), src[:, head][:, None], pad(corners_s)], 1)
-    weights = torch.cat([pad(torso_w[:, None]), head_w[:, None], pad(limb_w)], 1)
-    affines, fit_ok = fit_affine(pts_t, pts_s, weights, min_ratio)  # [B, K, 2, 3], [B, K]
+    drawn = torch.cat([torch.ones_like(head_ok)[:, None], head_ok[:, None], limb_ok_t], 1)
+    valid = drawn & fit_ok
+    if part_masks == "original":
+        limbs = rasterise_polygons(limb_polygons(a_t, b_t, s_tgt, const["mask_inc"]),
+                                   height, width)  # [B, 8, H, W]
+        head_sq = head_squares(tgt[:, head[: len(HEAD_JOINTS)]], head_t, s_tgt, height, width)
+        torso_m = torch.ones(batch, 1, height, width, dtype=torch.bool, device=src.device)
+        masks = torch.cat([torso_m, head_sq[:, None], limbs], 1) & drawn[..., None, None]
+        return PartGeometry(masks, affines, valid)
 
-    present_t = torch.cat([torch.ones_like(head_ok)[:, None], head_ok[:, None], limb_ok_t], 1)
-    valid = present_t & fit_ok
-
-    # Masks: oriented rectangles in the target frame; the torso's is infinite (whole image).
-    x_axis = const["x_axis"].expand(batch, 1, 2)
+    # "rect": oriented rectangles in the target frame; the torso's is infinite (whole image).
+    head_centre = (tgt[:, head[: len(HEAD_JOINTS)]] * head_t[..., None]).sum(1) \
+        / head_t.sum(-1).clamp_min(1)[:, None]
+    x_axis = const["x_axis"].to(src.dtype).expand(batch, 1, 2)
     head_half = (HEAD_HALF_SIDE * s_tgt)[:, None]
     inf = torch.full_like(head_half, float("inf"))
     masks = rectangle_masks(

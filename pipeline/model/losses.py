@@ -21,22 +21,45 @@ NN_LAYER = "relu1_2"
 
 
 # --------------------------------------------------------------------------- GAN
+#
+# The GAN terms follow what the discriminator outputs (Discriminator.output):
+#   "prob"  (model.disc_head original): sigmoid probabilities p, the original's losses
+#           D: -mean log(p_real + 1e-7) - mean log(1 - p_fake + 1e-7); G: -mean log(p_fake + 1e-7)
+#   "logit" (model.disc_head patch): the same non-saturating loss on logits x, written
+#           overflow-free with softplus(-x) = -log sigmoid(x).
+# Both are computed in float32 whatever the input dtype (no low-precision log).
+
+DISC_OUTPUTS = ("prob", "logit")  # per model.disc_head: discriminator.DISC_OUTPUT
+PROB_EPS = 1e-7  # the original's epsilon inside the logs
 
 
-def _d_terms(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
-    # softplus(-x) = -log sigmoid(x): the overflow-free BCE on logits; float32 under AMP.
-    return F.softplus(-real_logits.float()).mean(), F.softplus(fake_logits.float()).mean()
+def _check_output(output: str) -> str:
+    if output not in DISC_OUTPUTS:
+        raise ValueError(f"GAN loss: disc_output must be one of {DISC_OUTPUTS}, got {output!r}")
+    return output
 
 
-def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Non-saturating discriminator loss softplus(-real).mean() + softplus(fake).mean(), float32."""
-    d_real, d_fake = _d_terms(real_logits, fake_logits)
+def _d_terms(real_out: Tensor, fake_out: Tensor, output: str) -> tuple[Tensor, Tensor]:
+    real, fake = real_out.float(), fake_out.float()
+    if output == "prob":
+        return -torch.log(real + PROB_EPS).mean(), -torch.log(1 - fake + PROB_EPS).mean()
+    return F.softplus(-real).mean(), F.softplus(fake).mean()
+
+
+def d_loss(real_out: Tensor, fake_out: Tensor, output: str = "logit") -> Tensor:
+    """Discriminator loss d_real + d_fake on D's outputs (probabilities or logits, see
+    above), a float32 scalar."""
+    d_real, d_fake = _d_terms(real_out, fake_out, _check_output(output))
     return d_real + d_fake
 
 
-def g_adv_loss(fake_logits: Tensor) -> Tensor:
-    """Non-saturating generator loss softplus(-fake).mean() = -log D(G(z)), in float32."""
-    return F.softplus(-fake_logits.float()).mean()
+def g_adv_loss(fake_out: Tensor, output: str = "logit") -> Tensor:
+    """Non-saturating generator loss -log D(G(z)) on D's outputs, a float32 scalar:
+    -mean log(p + 1e-7) for probabilities, softplus(-x).mean() for logits."""
+    fake = fake_out.float()
+    if _check_output(output) == "prob":
+        return -torch.log(fake + PROB_EPS).mean()
+    return F.softplus(-fake).mean()
 
 
 # --------------------------------------------------------------------------- NN loss
@@ -138,11 +161,15 @@ class LossComputer(nn.Module):
 
     A component is active when its weight is > 0. The returned dicts hold the unweighted,
     detached components (for logging); the total is sum(weight * component).
+
+    disc_output: what the discriminator returns, "prob" (model.disc_head original) or
+    "logit" (patch), i.e. Discriminator.output; the GAN terms follow it.
     """
 
-    def __init__(self, cfg: LossConfig) -> None:
+    def __init__(self, cfg: LossConfig, disc_output: str = "logit") -> None:
         super().__init__()
         self.cfg = cfg
+        self.disc_output = _check_output(disc_output)
         config_weights = {
             "g_adv": ("gan_weight", cfg.gan_weight),
             "nn": ("nn_weight", cfg.nn_weight),
@@ -172,13 +199,14 @@ class LossComputer(nn.Module):
         self, fake: Tensor, real: Tensor, fake_logits: Tensor, offsets: Sequence[Tensor] = ()
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Generator loss. fake, real: [B, 3, H, W] in [-1, 1]; fake_logits: D(fake), any
-        shape; offsets: learned offset fields [B, 2, h, w] per level (may be empty).
+        shape (probabilities or logits, as disc_output says); offsets: learned offset
+        fields [B, 2, h, w] per level (may be empty).
 
         Returns (total float32 scalar, {name: detached component}).
         """
         parts: dict[str, Tensor] = {}
         if "g_adv" in self.weights:
-            parts["g_adv"] = g_adv_loss(fake_logits)
+            parts["g_adv"] = g_adv_loss(fake_logits, self.disc_output)
         if self.vgg is not None:
             # One VGG pass over fake and real together; real features carry no gradient.
             feats = self.vgg(torch.cat([fake, real.detach()], 0))
@@ -202,9 +230,10 @@ class LossComputer(nn.Module):
         self, real_logits: Tensor, fake_logits: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Discriminator loss d_real + d_fake (unweighted; pass fake_logits of a detached fake).
+        Inputs are D's outputs, probabilities or logits as disc_output says.
 
         Returns (total float32 scalar, {"d_real", "d_fake", "d"} detached).
         """
-        d_real, d_fake = _d_terms(real_logits, fake_logits)
+        d_real, d_fake = _d_terms(real_logits, fake_logits, self.disc_output)
         total = d_real + d_fake
         return total, {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d": total.detach()}

@@ -13,24 +13,34 @@ as they are:
     block 5: 28 conv5_1  29 relu5_1  30 conv5_2  31 relu5_2  32 conv5_3  33 relu5_3
              34 conv5_4  35 relu5_4  36 pool5
 
-Weights and input conventions (``forward`` always takes images in [-1, 1]):
+Weights (``weights``: a pipeline.weights name or a local file, resolved by
+pipeline.weights.resolve with param "loss.vgg_weights"): a state dict for
+``vgg19().features`` (keys ``0.weight`` ... ``34.bias``; a full torchvision VGG19 state
+dict with ``features.``/``classifier.`` keys is also accepted), possibly float16.
 
-- ``"imagenet"``: torchvision's VGG19_Weights.IMAGENET1K_V1 (downloaded by torchvision
-  into $TORCH_HOME when online). Convention ``"imagenet"``: RGB in [0, 1], minus the
-  ImageNet mean (0.485, 0.456, 0.406), divided by the std (0.229, 0.224, 0.225).
-- a local path: a state dict for ``vgg19().features`` (keys ``0.weight`` ... ``34.bias``;
-  a full torchvision VGG19 state dict with ``features.``/``classifier.`` keys is also
-  accepted), possibly float16. Default convention ``"caffe_rgb"``: RGB in 0..255 minus
-  (123.68, 116.779, 103.939), no std -- the original Oxford/Keras weights, e.g.
-  ../shared/weights/vgg19_features_caffe_rgb_fp16.pt. ``"caffe_bgr"`` is the same with
-  the channels reversed, for weights whose first convolution expects BGR input.
+- ``"vgg19_keras"``: Keras' ``VGG19(weights='imagenet')`` no-top h5, the converted Oxford
+  caffe weights the original code loaded, converted once by keras_h5_to_features_state
+  (first convolution flipped to RGB input), e.g. ../shared/weights/vgg19_features_caffe_rgb_fp16.pt.
+- ``"vgg19_torchvision"`` (alias ``"imagenet"``): torchvision's IMAGENET1K_V1.
+
+Input conventions (``forward`` always takes RGB images in [-1, 1]):
+
+- ``"imagenet"``: RGB in [0, 1], minus the ImageNet mean (0.485, 0.456, 0.406), divided by
+  the std (0.229, 0.224, 0.225). The default for the torchvision weights.
+- ``"caffe_rgb"``: RGB in 0..255 minus (123.68, 116.779, 103.939), no std: the Oxford/Keras
+  weights with an RGB first convolution. The default for every other file.
+- ``"pose_gan"``: RGB in 0..255 minus (103.939, 116.779, 123.68) in R, G, B order. The
+  original subtracted Keras' BGR-ordered mean from the RGB image and then flipped to BGR
+  for its BGR weights; with our RGB-input weights that is this function.
+- ``"caffe_bgr"``: caffe_rgb with the channels reversed, for weights whose first
+  convolution expects BGR input.
 """
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -40,7 +50,9 @@ _VGG19_CFG: tuple[int | str, ...] = (
     512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
 )
 
-CONVENTIONS = ("imagenet", "caffe_rgb", "caffe_bgr")
+CONVENTIONS = ("imagenet", "caffe_rgb", "caffe_bgr", "pose_gan")
+TORCHVISION_NAMES = ("imagenet", "vgg19_torchvision")  # weights whose default is "imagenet"
+PARAM = "loss.vgg_weights"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -107,13 +119,7 @@ def _features_state(state: dict, source: str) -> dict[str, Tensor]:
     return {k: v.float() for k, v in state.items()}
 
 
-def _load_local(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"VGG19 weights not found: {path}. Set loss.vgg_weights in params.yaml to a local "
-            "state dict for torchvision vgg19().features (e.g. "
-            "../shared/weights/vgg19_features_caffe_rgb_fp16.pt) or to 'imagenet'."
-        )
+def _load_file(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types; name the file
@@ -121,37 +127,102 @@ def _load_local(path: Path) -> dict[str, Tensor]:
     return _features_state(state, str(path))
 
 
-def _load_imagenet(timeout: float) -> dict[str, Tensor]:
-    """torchvision's ImageNet VGG19 (cached in $TORCH_HOME, else downloaded)."""
-    from torchvision.models import VGG19_Weights
+def load_weights(spec: str, allow_download: bool = True) -> dict[str, Tensor]:
+    """vgg19().features state dict (float32) for a weights name or a local file.
 
-    previous = socket.getdefaulttimeout()
-    # torch.hub opens the URL without a timeout; bound it so an offline machine fails fast.
-    socket.setdefaulttimeout(timeout)
+    Raises pipeline.weights.WeightsError (a FileNotFoundError, one line naming
+    loss.vgg_weights) when nothing can be found or fetched, ValueError for a bad file."""
+    from pipeline import weights
+
+    return _load_file(weights.resolve(spec, PARAM, allow_download=allow_download))
+
+
+# --------------------------------------------------------------------------- Keras h5
+
+
+def _keras_convs() -> list[tuple[str, int, int, int]]:
+    """(Keras layer name, vgg19().features index, in channels, out channels) per conv."""
+    out, channels, index, block, conv = [], 3, 0, 1, 0
+    for item in _VGG19_CFG:
+        if item == "M":
+            index, block, conv = index + 1, block + 1, 0
+            continue
+        conv += 1
+        out.append((f"block{block}_conv{conv}", index, channels, int(item)))
+        index, channels = index + 2, int(item)  # conv + ReLU
+    return out
+
+
+def _kernel_and_bias(group, layer: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The [3, 3, in, out] kernel and [out] bias of one Keras layer group.
+
+    Keras 2 lists a layer's datasets in the group attribute weight_names (e.g.
+    "block1_conv1/kernel:0"; Keras 1 files say "block1_conv1_W_1:0"): the 4-D one is the
+    kernel, the 1-D one the bias.
+    """
+    import h5py
+
+    names = group.attrs.get("weight_names")
+    if names is not None:
+        arrays = [np.asarray(group[n.decode() if isinstance(n, bytes) else str(n)]) for n in names]
+    else:  # no attribute: every dataset below the group
+        arrays = []
+        group.visititems(lambda _, obj: arrays.append(np.asarray(obj))
+                         if isinstance(obj, h5py.Dataset) else None)
+    kernels = [a for a in arrays if a.ndim == 4]
+    biases = [a for a in arrays if a.ndim == 1]
+    if len(kernels) != 1 or len(biases) != 1:
+        raise ValueError(f"{source}: layer {layer} should hold one 4-D kernel and one bias, "
+                         f"found shapes {[a.shape for a in arrays]}")
+    return kernels[0], biases[0]
+
+
+def keras_h5_to_features_state(path: str | Path) -> dict[str, Tensor]:
+    """Keras VGG19 (no top) h5 -> float32 state dict for torchvision vgg19().features.
+
+    Keras stores channels_last kernels [3, 3, in, out] for BGR input; TF's conv2d is a
+    cross-correlation like torch's, so each kernel is only transposed to [out, in, 3, 3]
+    (no spatial flip). The first convolution's input channels are reversed, BGR -> RGB,
+    giving the "caffe_rgb" weights (the layout of vgg19_features_caffe_rgb_fp16.pt).
+    Weights-only files keep one group per layer at the top level; full-model files keep
+    them under model_weights/.
+    """
+    import h5py
+
+    path = Path(path)
+    state: dict[str, Tensor] = {}
     try:
-        state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
-        raise RuntimeError(
-            "could not obtain torchvision's ImageNet VGG19 weights "
-            f"({VGG19_Weights.IMAGENET1K_V1.url}): {exc}. Offline? Set loss.vgg_weights in "
-            "params.yaml to a local state dict for vgg19().features, e.g. "
-            "../shared/weights/vgg19_features_caffe_rgb_fp16.pt."
-        ) from exc
-    finally:
-        socket.setdefaulttimeout(previous)
-    return _features_state(state, "torchvision VGG19_Weights.IMAGENET1K_V1")
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f
+        for layer, index, cin, cout in _keras_convs():
+            if layer not in root:
+                raise ValueError(f"{path}: no layer {layer} (not a Keras VGG19 weights file?)")
+            kernel, bias = _kernel_and_bias(root[layer], layer, str(path))
+            if kernel.shape != (3, 3, cin, cout) or bias.shape != (cout,):
+                raise ValueError(f"{path}: {layer} has kernel {kernel.shape} and bias "
+                                 f"{bias.shape}, expected (3, 3, {cin}, {cout}) and ({cout},)")
+            weight = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+            if index == 0:
+                weight = weight.flip(1)  # BGR -> RGB input channels
+            state[f"{index}.weight"] = weight.float().contiguous()
+            state[f"{index}.bias"] = torch.from_numpy(np.asarray(bias)).float()
+    return state
 
 
 class VGG19Features(nn.Module):
     """Frozen VGG19 returning the activations of the requested layers.
 
     Args:
-        weights: "imagenet" (torchvision download) or a path to a vgg19().features state dict.
+        weights: a pipeline.weights name ("vgg19_keras", "vgg19_torchvision" / "imagenet")
+            or a local vgg19().features state dict; resolved as loss.vgg_weights.
         layers: layer names, e.g. ("relu1_2", "relu2_2"); only the modules up to the
             deepest one are kept.
         convention: input preprocessing, one of CONVENTIONS; None picks "imagenet" for
-            weights="imagenet" and "caffe_rgb" for a local file.
-        download_timeout: seconds per network operation when fetching "imagenet".
+            the torchvision weights and "caffe_rgb" for anything else.
+        allow_download: whether missing registered weights may be downloaded.
 
     forward(x [B, 3, H, W] in [-1, 1]) -> {name: [B, C_name, H / 2^k, W / 2^k]}.
     Always in eval mode with requires_grad False on every parameter; gradients still flow
@@ -163,7 +234,7 @@ class VGG19Features(nn.Module):
         weights: str,
         layers: Sequence[str],
         convention: str | None = None,
-        download_timeout: float = 30.0,
+        allow_download: bool = True,
     ) -> None:
         super().__init__()
         layers = tuple(dict.fromkeys(layers))  # unique, order kept
@@ -175,7 +246,7 @@ class VGG19Features(nn.Module):
                 f"VGG19Features: unknown layer name(s) {unknown}; valid: {list(LAYER_NAMES)}"
             )
         if convention is None:
-            convention = "imagenet" if weights == "imagenet" else "caffe_rgb"
+            convention = "imagenet" if weights in TORCHVISION_NAMES else "caffe_rgb"
         if convention not in CONVENTIONS:
             raise ValueError(
                 f"VGG19Features: convention {convention!r} not one of {list(CONVENTIONS)}"
@@ -187,10 +258,7 @@ class VGG19Features(nn.Module):
         depth = max(self._capture) + 1
         self.body = _build_features(depth)
 
-        if weights == "imagenet":
-            state = _load_imagenet(download_timeout)
-        else:
-            state = _load_local(Path(weights))
+        state = load_weights(weights, allow_download)
         needed = set(self.body.state_dict())
         missing = sorted(needed - set(state), key=lambda k: (int(k.split(".")[0]), k))
         if missing:
@@ -211,8 +279,9 @@ class VGG19Features(nn.Module):
         if convention == "imagenet":
             mean, std = torch.tensor(_IMAGENET_MEAN), torch.tensor(_IMAGENET_STD)
             scale, shift = 0.5 / std, (0.5 - mean) / std
-        else:
-            scale, shift = torch.full((3,), 127.5), 127.5 - torch.tensor(_CAFFE_MEAN_RGB)
+        else:  # caffe: 0..255 minus a per-channel mean; pose_gan has the R and B means swapped
+            mean = _CAFFE_MEAN_RGB[::-1] if convention == "pose_gan" else _CAFFE_MEAN_RGB
+            scale, shift = torch.full((3,), 127.5), 127.5 - torch.tensor(mean)
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self._bgr = convention == "caffe_bgr"
