@@ -36,7 +36,7 @@ FULL_STEPS, FULL_BATCH = 90_000, 4
 SHARED = ROOT.parent / "shared"
 # The outs of each stage (paths of configs/market1501.yaml), for "bytes written".
 OUTS = {
-    "download": ["data/dataset", "data/manifest.parquet", "metrics/dataset.json"],
+    "download": ["data/dataset", "data/manifest.parquet", "data/dataset_summary.json"],
     "pose": ["data/keypoints.parquet", "metrics/pose.json"],
     "heatmaps": ["data/heatmaps", "data/heatmaps_preview.png"],
     "pairs": ["data/pairs.parquet", "metrics/pairs.json"],

@@ -34,7 +34,7 @@ class ImageConfig:
 class PathsConfig:
     dataset: str = "data/dataset"
     manifest: str = "data/manifest.parquet"
-    dataset_summary: str = "metrics/dataset.json"
+    dataset_summary: str = "data/dataset_summary.json"
     keypoints: str = "data/keypoints.parquet"
     pose_summary: str = "metrics/pose.json"
     heatmaps: str = "data/heatmaps"

@@ -57,7 +57,7 @@ def test_market_config_end_to_end_on_scaled_archive(tmp_path):
     })
     dvc("repro", cwd=proj)
 
-    dataset = json.loads((proj / "metrics" / "dataset.json").read_text())
+    dataset = json.loads((proj / "data" / "dataset_summary.json").read_text())
     assert dataset["counts"]["images"] == info["images"]
     pose = json.loads((proj / "metrics" / "pose.json").read_text())
     # Query images have no canonical annotation: reported as such, never as failures.
