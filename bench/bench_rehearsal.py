@@ -37,9 +37,9 @@ SHARED = ROOT.parent / "shared"
 # The outs of each stage (paths of configs/market1501.yaml), for "bytes written".
 OUTS = {
     "download": ["data/dataset", "data/manifest.parquet", "data/dataset_summary.json"],
-    "pose": ["data/keypoints.parquet", "metrics/pose.json"],
+    "pose": ["data/keypoints.parquet", "data/pose_summary.json"],
     "heatmaps": ["data/heatmaps", "data/heatmaps_preview.png"],
-    "pairs": ["data/pairs.parquet", "metrics/pairs.json"],
+    "pairs": ["data/pairs.parquet", "data/pairs_counts.json"],
     "train": ["models", "metrics/train.json", "metrics/train_losses.csv"],
     "evaluate": ["data/evaluation", "metrics/eval.json"],
 }

@@ -81,14 +81,12 @@ class TrainResult:
 def write_metrics(path: str | Path, result: TrainResult, params: Params, world_size: int,
                   extra: Mapping[str, Any] | None = None) -> None:
     """The DVC metrics JSON: numbers only, few enough that `dvc metrics show` fits a terminal
-    (every loss term is in the loss CSV and MLflow; params, run id and world size in MLflow)."""
-    smoothed = result.smoothed_losses
+    (losses and validation scores are the plots and MLflow metrics; params, run id, world
+    size and the validation's share of the time are in MLflow)."""
     payload = {
         "steps": result.steps,
         "images_per_sec": round(result.images_per_sec, 3),  # generator-update images / s
-        "loss": {k: smoothed[k] for k in ("g_total", "d") if k in smoothed},
-        **dict(extra or {}),
-        "validation_fraction": round(result.validation_fraction, 4),
+        **{k: v for k, v in dict(extra or {}).items() if k == "best"},  # {step, <select_by>}
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +164,7 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
     trainer = build_trainer(params, setup, info)
     seed_everything(params.seed + info.rank)  # per-rank dropout streams after identical init
     # Interface: the trainer splits one loader batch into its batches_per_step chunks.
-    loader_batch = tc.batch_size * int(getattr(trainer, "batches_per_step", 1))
+    loader_batch = tc.batch_size * trainer.batches_per_step
     state, ckpt = resume_or_start(params, paths, trainer, info, resume, loader_batch)
     vset = open_validation_set(params, paths) if info.is_main else None
     loader = build_loader(dataset, loader_batch, tc.num_workers, seed=params.seed,

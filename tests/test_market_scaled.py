@@ -59,7 +59,7 @@ def test_market_config_end_to_end_on_scaled_archive(tmp_path):
 
     dataset = json.loads((proj / "data" / "dataset_summary.json").read_text())
     assert dataset["counts"]["images"] == info["images"]
-    pose = json.loads((proj / "metrics" / "pose.json").read_text())
+    pose = json.loads((proj / "data" / "pose_summary.json").read_text())
     # Query images have no canonical annotation: reported as such, never as failures.
     assert pose["no_annotation"] == n_query and pose["failed"] == 0
     pairs = pd.read_parquet(proj / "data" / "pairs.parquet")

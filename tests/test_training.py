@@ -65,8 +65,7 @@ def test_outputs_metrics_plots_and_generator(tiny: PathsConfig) -> None:
     result = train(params, tiny, track=False, progress=False)
     metrics = json.loads(Path(tiny.train_metrics).read_text())
     assert metrics["steps"] == 5 and metrics["images_per_sec"] > 0
-    assert set(metrics["loss"]) == {"g_total", "d"}
-    assert metrics["loss"]["g_total"] == pytest.approx(np.mean(result.history["g_total"]))
+    assert set(metrics) <= {"steps", "images_per_sec", "best"}
     assert set(result.smoothed_losses) == {"g_adv", "g_l1", "g_offset_smooth", "g_total", "d_real", "d_fake", "d"}
     assert all(isinstance(v, (int, float)) for v in pd.json_normalize(metrics).iloc[0])
     plots = pd.read_csv(tiny.train_plots)
