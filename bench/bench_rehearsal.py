@@ -57,6 +57,22 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
+def input_settings(archive: Path, annotations: Path, weights: Path) -> dict:
+    """Params that point configs/market1501.yaml at a local archive, annotation folder and
+    weights folder (the rehearsal and the scaled test in the suite share them)."""
+    return {
+        "data.archive": str(archive),
+        "data.checksum": None,
+        "pose.annotations": [str(annotations / "market-annotation-train.csv"),
+                             str(annotations / "market-annotation-test.csv")],
+        "pose.weights": str(weights / "yolo11n-pose.pt"),
+        "pairs.test_list": str(annotations / "market-pairs-test.csv"),
+        "loss.vgg_weights": str(weights / "vgg19_features_caffe_rgb_fp16.pt"),
+        "evaluate.pose_weights": str(weights / "yolo11n-pose.pt"),
+        "evaluate.download": False,
+    }
+
+
 def make_market_project(dest: Path, changes: dict) -> Path:
     """The project's code + configs/market1501.yaml as params.yaml + changes, committed."""
     for rel in COPY:
@@ -124,20 +140,12 @@ def main() -> int:
     import yaml
 
     changes = {
-        "data.archive": str(archive),
-        "data.checksum": None,
-        "pose.annotations": [str(ann_dir / "market-annotation-train.csv"),
-                             str(ann_dir / "market-annotation-test.csv")],
-        "pose.weights": str(weights / "yolo11n-pose.pt"),
-        "pairs.test_list": str(ann_dir / "market-pairs-test.csv"),
-        "loss.vgg_weights": str(weights / "vgg19_features_caffe_rgb_fp16.pt"),
+        **input_settings(archive, ann_dir, weights),
         "train.steps": args.steps,
         "train.checkpoint_every": args.steps,
         "train.log_every": max(args.steps // 4, 1),
         "train.sample_every": args.steps,
         "evaluate.max_pairs": args.max_pairs,
-        "evaluate.pose_weights": str(weights / "yolo11n-pose.pt"),
-        "evaluate.download": False,
         **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)},
     }
     make_market_project(project, changes)

@@ -33,16 +33,10 @@ def test_market_config_end_to_end_on_scaled_archive(tmp_path):
 
     bench = _bench()
     proj = bench.make_market_project(tmp_path / "proj", {
-        "data.archive": str(archive),
-        "data.checksum": None,
-        "pose.annotations": [str(subset / "market-annotation-train.csv"),
-                             str(subset / "market-annotation-test.csv")],
-        "pose.weights": str(weights / "yolo11n-pose.pt"),
-        "pairs.test_list": str(subset / "market-pairs-test.csv"),
+        **bench.input_settings(archive, subset, weights),
         "model.encoder_widths": [8, 8, 16, 16, 16, 16],
         "model.decoder_widths": [16, 16, 16, 8, 8],
         "model.disc_widths": [8, 8, 16, 16],
-        "loss.vgg_weights": str(weights / "vgg19_features_caffe_rgb_fp16.pt"),
         "train.steps": 2,
         "train.batch_size": 2,
         "train.num_workers": 0,
@@ -52,8 +46,6 @@ def test_market_config_end_to_end_on_scaled_archive(tmp_path):
         "train.val_every": 0,
         "evaluate.max_pairs": 200,
         "evaluate.batch_size": 25,
-        "evaluate.pose_weights": str(weights / "yolo11n-pose.pt"),
-        "evaluate.download": False,
     })
     dvc("repro", cwd=proj)
 
