@@ -17,6 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The default for sparse=None on CPU. bench/bench_train.py turns it off to time the dense
+# path (ten full-map samples per level), the step as it was before the sparse warp.
+SPARSE_ON_CPU = True
+
 
 def affine_to_grid_theta(affines: Tensor, height: int, width: int) -> Tensor:
     """Pixel affines [B, K, 2, 3] (target (x, y, 1) -> source (x, y) at H x W) -> normalised
@@ -95,7 +99,7 @@ def warp_parts(feat: Tensor, theta: Tensor, masks: Tensor, valid: Tensor, agg: s
     work = torch.promote_types(feat.dtype, torch.float32)
     cover = (resize_masks(masks, h, w) > 0) & valid[..., None, None]  # [B, K, h, w]
     if sparse is None:
-        sparse = feat.device.type == "cpu"
+        sparse = SPARSE_ON_CPU and feat.device.type == "cpu"
     if sparse and k > 1:
         out = _warp_sparse(feat.to(work), theta.to(work), cover, agg, offset)
     else:
