@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from pipeline.config import EvaluateConfig, TrackingConfig
+from pipeline.samples import first_per_identity, to_uint8  # one rounding for PNGs and validation
 
 SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
 IMAGES_DIR = "images"
@@ -54,12 +55,6 @@ HEADLINE = ("ssim", "mask_ssim", "l1", "masked_l1", "lpips", "fid", "is", "mask_
 
 def pair_file(name_a: str, name_b: str) -> str:
     return f"{Path(name_a).stem}{SEP}{Path(name_b).stem}.png"
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB (the rounding the PNGs get)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
-        .permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -133,9 +128,7 @@ def identity_rows(source_names, n: int) -> np.ndarray:
 
     source_names: the pairs' source image names [P]. Returns int64 [min(n, #identities)].
     """
-    keys = pd.Series([person_key(a) for a in source_names], dtype=object)
-    first = np.flatnonzero(~keys.duplicated().to_numpy())
-    return first[: max(int(n), 0)].astype(np.int64)
+    return first_per_identity([person_key(a) for a in source_names], int(n))
 
 
 # --------------------------------------------------------------------------- scoring

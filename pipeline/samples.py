@@ -39,8 +39,8 @@ def generate(G: nn.Module, batch: Mapping[str, Tensor], setup: DeviceSetup) -> T
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB, rounded as the evaluate stage
-    rounds its PNGs (pipeline.evaluation.to_uint8), so validation scores what it scores."""
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB: the rounding the evaluate stage's
+    PNGs get (pipeline.evaluation uses this function), so validation scores what it scores."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
         .permute(0, 2, 3, 1).cpu().numpy()
 
