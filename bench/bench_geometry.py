@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import ModelConfig
-from pipeline.keypoints import J, read_annotation_csv
+from pipeline.core.config import ModelConfig
+from pipeline.core.keypoints import J, read_annotation_csv
 from pipeline.model.generator import Generator
 from pipeline.model.geometry import (
     BEHIND, HEAD_HALF_SIDE, HEAD_JOINTS, LIMB_HALF_WIDTH, LIMB_MIRROR, LIMBS,

@@ -5,7 +5,7 @@
     python -m bench.bench_gpu --device cpu --steps 2 --widths tiny ...     # smoke test
 
 Needs torch, torchvision (optional) and numpy only: no pandas/cv2/yaml/mlflow is imported
-(--prepare excepted, which renders pipeline.synthetic people on our machine), so it runs on a
+(--prepare excepted, which renders pipeline.datasets.synthetic people on our machine), so it runs on a
 bare GPU machine. The data is an .npz of rendered pairs (images uint8 [N, H, W, 3] RGB,
 keypoints [N, 18, 2], pairs [P, 2]); without --data, textured noise with random poses.
 Batches are assembled on the device (heatmaps rendered there), and GanTrainer is driven
@@ -67,8 +67,8 @@ AMP_RTOL, AMP_ATOL = 5e-2, 2e-3
 
 
 def prepare(out: Path, images: int, height: int, width: int, seed: int = 0, per_id: int = 8) -> dict:
-    """Render `images` synthetic people (pipeline.synthetic, our CPU) into an .npz."""
-    from pipeline.synthetic import make_identity, render_sample
+    """Render `images` synthetic people (pipeline.datasets.synthetic, our CPU) into an .npz."""
+    from pipeline.datasets.synthetic import make_identity, render_sample
 
     ids = max(2, math.ceil(images / per_id))
     imgs, kps, pids = [], [], []
@@ -120,7 +120,7 @@ def load_data(path: str | None, device: torch.device, height: int = 128, width: 
 
 def heatmaps(kp: torch.Tensor, height: int, width: int, sigma: float = HEATMAP_SIGMA) -> torch.Tensor:
     """[B, 18, 2] keypoints -> [B, 18, H, W] Gaussians exp(-d^2 / 2 sigma^2), 0 where missing
-    (pipeline.heatmaps' formula, separable)."""
+    (pipeline.data.heatmaps' formula, separable)."""
     ok = ((kp[..., 0] >= 0) & (kp[..., 1] >= 0)).float()
     rows = torch.arange(height, device=kp.device, dtype=torch.float32)
     cols = torch.arange(width, device=kp.device, dtype=torch.float32)
@@ -166,7 +166,7 @@ def random_vgg(path: Path) -> str:
 
 
 def make_params(mode: str, widths: str, batch: int, hw: tuple[int, int], vgg: str):
-    from pipeline.config import ImageConfig, LossConfig, ModelConfig, Params, TrainConfig
+    from pipeline.core.config import ImageConfig, LossConfig, ModelConfig, Params, TrainConfig
 
     model = ModelConfig(**(TINY if widths == "tiny" else {}), **({} if mode == "paper" else OURS))
     return Params(image=ImageConfig(*hw), model=model, loss=LossConfig(vgg_weights=vgg),
@@ -174,7 +174,7 @@ def make_params(mode: str, widths: str, batch: int, hw: tuple[int, int], vgg: st
 
 
 def device_setup(device: torch.device, setting: str):
-    from pipeline.device import DeviceSetup, cuda_amp_dtype
+    from pipeline.core.device import DeviceSetup, cuda_amp_dtype
 
     amp, cl, _ = SETTINGS[setting]
     dtype = (cuda_amp_dtype() if device.type == "cuda" else torch.bfloat16) if amp else None
@@ -182,7 +182,7 @@ def device_setup(device: torch.device, setting: str):
 
 
 def make_trainer(params, device: torch.device, setting: str, seed: int = 0):
-    from pipeline.gan_trainer import build_trainer
+    from pipeline.train.gan_trainer import build_trainer
 
     torch.manual_seed(seed)  # the weights are drawn on the CPU: the same on every device
     trainer = build_trainer(params, device_setup(device, setting))
@@ -284,7 +284,7 @@ def throughput(args, data: Data, device: torch.device, vgg: str, deadline: float
 def fixed_losses(trainer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """Every loss term of one fixed batch, no update: G in eval mode (no dropout, so no RNG),
     D on real and generated, the generator's losses against the real target."""
-    from pipeline.checkpoint import unwrap
+    from pipeline.model.checkpoint import unwrap
 
     G, D, setup = unwrap(trainer.G), trainer.D, trainer.setup
     b = trainer.to_device(batch)
@@ -387,7 +387,7 @@ def training(args, data: Data, device: torch.device, setting: str, vgg: str, wor
 
 
 def scorer(args, data: Data, device: torch.device, vgg: str, setting: str) -> dict:
-    from pipeline.checkpoint import unwrap
+    from pipeline.model.checkpoint import unwrap
     from pipeline.metrics.masks import person_masks
     from pipeline.metrics.ssim import ssim_nchw
 

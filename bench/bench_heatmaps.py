@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.heatmap_store import bytes_per_image
-from pipeline.heatmaps import render_heatmaps_uint8
-from pipeline.keypoints import NUM_JOINTS, make_table
+from pipeline.data.heatmap_store import bytes_per_image
+from pipeline.data.heatmaps import render_heatmaps_uint8
+from pipeline.core.keypoints import NUM_JOINTS, make_table
 
 H, W, SIGMA = 128, 64, 6.0
 

@@ -8,7 +8,7 @@ Pairs are 128x64 crops: the 55 Deformable GAN user-study pairs of ../shared (til
 canonical test keypoints as targets, or random images and random poses when ../shared is
 absent. Also prints SSIM / mask-SSIM of the original Deformable GAN outputs on the user
 study (masks from YOLO keypoints detected on the real targets). The Inception and LPIPS
-weights are resolved offline (pipeline.weights); where absent, seeded random weights of the
+weights are resolved offline (pipeline.core.weights); where absent, seeded random weights of the
 same graphs stand in (the timing is the same, the values mean nothing). Prints figures,
 asserts nothing.
 """
@@ -59,7 +59,7 @@ def load_data(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     study = SHARED / "data/deformable-gan-userstudy"
     ann = SHARED / "data/market1501-annotations/market-annotation-test.csv"
     if study.is_dir() and ann.is_file():
-        from pipeline.keypoints import read_annotation_csv
+        from pipeline.core.keypoints import read_annotation_csv
 
         read = lambda sub: np.stack([cv2.imread(str(study / sub / f"{i}.jpg"))[..., ::-1] for i in range(55)])
         real, gen = read("real"), read("generated")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = Path(args.pose_weights)
     study = SHARED / "data/deformable-gan-userstudy"
     if weights.is_file() and study.is_dir():
-        from pipeline.config import EvaluateConfig
+        from pipeline.core.config import EvaluateConfig
         from pipeline.metrics.scoring import score_folders
 
         cfg = EvaluateConfig(inception_weights="/nonexistent", lpips_weights="/nonexistent", pose_weights=str(weights))
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _offline(spec: str, param: str, make_random) -> tuple[str, str]:
     """(local file, label): the resolved weights, else a random stand-in written by make_random."""
-    from pipeline import weights
+    from pipeline.core import weights
 
     try:
         return str(weights.resolve(spec, param, allow_download=False)), spec

@@ -1,4 +1,4 @@
-"""Pose stage throughput: pipeline.pose.estimate end to end vs a bare YOLO.predict loop.
+"""Pose stage throughput: pipeline.data.pose.estimate end to end vs a bare YOLO.predict loop.
 
     python -m bench.bench_pose [--n 500] [--weights ../shared/weights/yolo11n-pose.pt]
                                [--images ../shared/data/market1501-sample] [--repeats 3]
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     os.environ.setdefault("YOLO_VERBOSE", "False")
 
-    from pipeline.config import PoseConfig
-    from pipeline.pose import estimate, load_model, predict_kwargs
+    from pipeline.core.config import PoseConfig
+    from pipeline.data.pose import estimate, load_model, predict_kwargs
 
     cfg = PoseConfig(backend="yolo", weights=args.weights, device=args.device)
     model = load_model(cfg.weights, cfg.device)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pose benchmark: {n} images of {Path(args.images).name}, imgsz {cfg.imgsz}, "
           f"batch {cfg.batch}, device {model.device}, best of {args.repeats}")
     print(f"  {'':24s} {'wall images/s':>14s} {'CPU images/s':>14s}")
-    rows = (("bare YOLO.predict loop", t_bare), ("pipeline.pose.estimate", t_ours))
+    rows = (("bare YOLO.predict loop", t_bare), ("pipeline.data.pose.estimate", t_ours))
     for label, (wall, cpu) in rows:
         print(f"  {label:24s} {n / wall:14.1f} {n / cpu:14.1f}")
     print(f"  {'overhead':24s} {100 * (t_ours[0] / t_bare[0] - 1):+13.1f}% "

@@ -127,7 +127,7 @@ def main() -> int:
     archive = Path(args.archive).resolve() if args.archive else work / "Market-1501-v15.09.15.zip"
     subset = work / "annotations" if args.ids_fraction < 1 else None
     if not archive.is_file() or subset is not None:
-        from pipeline.synthetic.market_archive import build
+        from pipeline.datasets.synthetic.market_archive import build
 
         info = build(ann, archive, fraction=args.ids_fraction, workers=2, subset_dir=subset)
         print(f"archive: {info['images']} images {info['per_split']} in {info['seconds']} s "

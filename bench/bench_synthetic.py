@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 
 
-from pipeline.config import SyntheticConfig  # noqa: E402
-from pipeline.keypoints import LIMBS, present  # noqa: E402
-from pipeline.synthetic import generate, make_identity, render_sample  # noqa: E402
+from pipeline.core.config import SyntheticConfig  # noqa: E402
+from pipeline.core.keypoints import LIMBS, present  # noqa: E402
+from pipeline.datasets.synthetic import generate, make_identity, render_sample  # noqa: E402
 
 
 def contact_sheet(path: Path, ids: int, per_id: int, height: int, width: int, seed: int,
@@ -45,8 +45,8 @@ def contact_sheet(path: Path, ids: int, per_id: int, height: int, width: int, se
 def pose_agreement(root: Path, weights: Path) -> None:
     """Run a real pose detector on the generated train images and compare with the truth."""
     from pipeline import pose  # lazy: imports ultralytics
-    from pipeline.config import PoseConfig
-    from pipeline.keypoints import keypoints_array, read_annotation_csv
+    from pipeline.core.config import PoseConfig
+    from pipeline.core.keypoints import keypoints_array, read_annotation_csv
 
     names, gt = read_annotation_csv(root / "annotations" / "market-annotation-train.csv")
     model = pose.load_model(str(weights), "cpu")

@@ -10,14 +10,14 @@
                normal, affine_fit lstsq, part_masks rect, warp_sampling bilinear), one
                batch per step, float32, torch's for-loop Adam, glibc malloc defaults
      default   the same model and iteration with the new defaults: amp (bf16 autocast
-               where the CPU has native bf16), fused Adam, pipeline.allocator tuning
+               where the CPU has native bf16), fused Adam, pipeline.core.allocator tuning
      paper     the original everything (ModelConfig() defaults, batches_per_step 3,
                float32), fused Adam, tuned allocator
      plus      configs/market1501-plus.yaml's model and train.amp / batches_per_step
    Per configuration: s/step, generator-updated images/s (B per step), pairs consumed/s
    (B * batches_per_step), minor page faults and system CPU seconds per step
    (resource.getrusage), peak RSS. Then `default vs fp32: N.NNx` (goal >= 2x).
-2. The DataLoader (pipeline.data.build_loader, train.num_workers from params.yaml unless
+2. The DataLoader (pipeline.data.pair_dataset.build_loader, train.num_workers from params.yaml unless
    --workers) on a generated 128x64 dataset, against the fastest train step.
 Prints figures; asserts nothing. Timings on a shared machine vary between runs; the
 ratios are measured within one run, in wall time and in process CPU time (user + system,
@@ -55,7 +55,7 @@ CONFIGS = {
 def _params(name: str, batch: int, vgg: str | None):
     import dataclasses
 
-    from pipeline.config import LossConfig, ModelConfig, Params, TrainConfig, load_params
+    from pipeline.core.config import LossConfig, ModelConfig, Params, TrainConfig, load_params
 
     model, bps, amp, _, _ = CONFIGS[name]
     loss = LossConfig(vgg_weights=vgg) if vgg else LossConfig(nn_weight=0.0)
@@ -84,7 +84,7 @@ def one_config(name: str, batch: int, steps: int, vgg: str | None) -> dict:
     """Time `steps` iterations after one warm-up; runs inside a fresh subprocess."""
     _, _, _, adam, tuned = CONFIGS[name]
     if tuned:  # first, before the big allocations, as the stages do
-        from pipeline.allocator import tune_allocator
+        from pipeline.core.allocator import tune_allocator
 
         tune_allocator()
     import torch
@@ -93,8 +93,8 @@ def one_config(name: str, batch: int, steps: int, vgg: str | None) -> dict:
 
     warp.SPARSE_ON_CPU = name != "fp32"
 
-    from pipeline.device import setup_device
-    from pipeline.gan_trainer import build_trainer
+    from pipeline.core.device import setup_device
+    from pipeline.train.gan_trainer import build_trainer
 
     params = _params(name, batch, vgg)
     setup = setup_device("cpu", params.train.amp)
@@ -125,9 +125,9 @@ def _make_dataset(root: Path, n_ids: int = 16, per_id: int = 8, h: int = 128, w:
     import cv2
     import pandas as pd
 
-    from pipeline.data import PairDataset
-    from pipeline.heatmap_store import HeatmapStore, write_heatmap_store
-    from pipeline.keypoints import make_table
+    from pipeline.data.pair_dataset import PairDataset
+    from pipeline.data.heatmap_store import HeatmapStore, write_heatmap_store
+    from pipeline.core.keypoints import make_table
 
     rng = np.random.default_rng(0)
     (root / "img").mkdir(parents=True)
@@ -151,7 +151,7 @@ def _make_dataset(root: Path, n_ids: int = 16, per_id: int = 8, h: int = 128, w:
 
 
 def loader_throughput(batch: int, workers: int, batches: int = 60) -> float:
-    from pipeline.data import build_loader
+    from pipeline.data.pair_dataset import build_loader
 
     with tempfile.TemporaryDirectory() as tmp:
         ds = _make_dataset(Path(tmp))
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(one_config(args.one, args.batch, args.steps, args.vgg)))
         return 0
 
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     workers = args.workers if args.workers is not None else load_params(ROOT / "params.yaml").train.num_workers
     loss = "GAN + 0.01 NN (VGG19 relu1_2)" if args.vgg else "GAN only (no VGG weights: NN loss off)"

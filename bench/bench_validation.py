@@ -2,7 +2,7 @@
 
 For each params file (default: params.yaml, the quickstart, and configs/market1501.yaml):
 build the run's trainer, time train steps (one loader batch of batch_size * batches_per_step
-pairs each) and a validation of train.val_pairs pairs (pipeline.validation.validate: eval
+pairs each) and a validation of train.val_pairs pairs (pipeline.train.validation.validate: eval
 mode, no grad, the setup's autocast, SSIM + mask-SSIM + masked L1), and print
 
     fraction = t_validation / (val_every * t_step + t_validation)
@@ -41,7 +41,7 @@ class MemoryPairs:
     """n pairs of the training item layout (pipeline/data.py), generated once."""
 
     def __init__(self, n: int, height: int, width: int, sigma: float, seed: int = 0):
-        from pipeline.heatmaps import render_heatmaps
+        from pipeline.data.heatmaps import render_heatmaps
 
         g = torch.Generator().manual_seed(seed)
         scale = torch.tensor([width / 64, height / 128])
@@ -62,12 +62,12 @@ class MemoryPairs:
 
 
 def bench(params_file: str, steps: int, pose_weights: str | None) -> dict[str, float]:
-    from pipeline.config import load_params
-    from pipeline.data import collate_pairs
-    from pipeline.device import setup_device
-    from pipeline.gan_trainer import build_trainer
-    from pipeline.samples import generate, to_uint8
-    from pipeline.validation import ValidationSet, validate
+    from pipeline.core.config import load_params
+    from pipeline.data.pair_dataset import collate_pairs
+    from pipeline.core.device import setup_device
+    from pipeline.train.gan_trainer import build_trainer
+    from pipeline.eval.samples import generate, to_uint8
+    from pipeline.train.validation import ValidationSet, validate
 
     params = load_params(params_file)
     tc, img = params.train, params.image

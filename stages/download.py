@@ -12,10 +12,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.download import DownloadError, prepare_dataset
-from pipeline.extract import ArchiveError
-from pipeline.market import DatasetError
+from pipeline.core.config import load_params
+from pipeline.data.download import DownloadError, prepare_dataset
+from pipeline.data.extract import ArchiveError
+from pipeline.datasets.market1501 import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:

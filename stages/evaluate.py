@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, Params, load_params
+from pipeline.core.config import ConfigError, Params, load_params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,8 +108,8 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
 
     import torch
 
-    from pipeline.device import select_device
-    from pipeline.evaluation import evaluate_model
+    from pipeline.core.device import select_device
+    from pipeline.eval.evaluation import evaluate_model
     from pipeline.metrics.scoring import load_models
 
     paths, cfg = params.paths, params.evaluate
@@ -152,7 +152,7 @@ def format_summary(summary: dict[str, Any], indent: str = "  ") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.allocator import tune_allocator
+    from pipeline.core.allocator import tune_allocator
 
     tune_allocator()  # before torch allocates: keep freed memory (pipeline/allocator.py)
     ap = build_parser()
@@ -170,15 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             sys.exit(f"evaluate: {exc}")
     else:
-        from pipeline.checkpoint import CheckpointError
-        from pipeline.data import DataError
+        from pipeline.model.checkpoint import CheckpointError
+        from pipeline.data.pair_dataset import DataError
 
         try:
             summary = run_model(args, params)
         except (FileNotFoundError, ValueError, RuntimeError, CheckpointError, DataError) as exc:
             sys.exit(f"evaluate: {exc}")
 
-    from pipeline.evaluation import headline_metrics, write_summary
+    from pipeline.eval.evaluation import headline_metrics, write_summary
 
     n = summary.get("n_pairs", summary.get("pairs", 0))
     if args.real:  # a report for the user: one file with everything

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import load_params
-from pipeline.fsutil import file_digest
-from pipeline.heatmap_store import HeatmapStore, write_heatmap_store
-from pipeline.heatmaps import table_keypoints
-from pipeline.preview import load_images, pick_rows, preview_grid, write_png
+from pipeline.core.config import load_params
+from pipeline.core.fsutil import file_digest
+from pipeline.data.heatmap_store import HeatmapStore, write_heatmap_store
+from pipeline.data.heatmaps import table_keypoints
+from pipeline.data.preview import load_images, pick_rows, preview_grid, write_png
 
 PREVIEW_COUNT = 6
 

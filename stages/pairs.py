@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import load_params
-from pipeline.heatmap_store import HeatmapStore
-from pipeline.pairs import make_pairs, pair_counts, read_pair_list
+from pipeline.core.config import load_params
+from pipeline.data.heatmap_store import HeatmapStore
+from pipeline.data.pairs import make_pairs, pair_counts, read_pair_list
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.annotations import export_csv, join_manifest, read_annotations
-from pipeline.config import Params, load_params
-from pipeline.manifest import read_manifest
-from pipeline.pose import estimate_manifest, failures, load_model, scan_folder, summarize, write_table
-from pipeline.weights import resolve as resolve_weights
+from pipeline.data.annotations import export_csv, join_manifest, read_annotations
+from pipeline.core.config import Params, load_params
+from pipeline.data.manifest import read_manifest
+from pipeline.data.pose import estimate_manifest, failures, load_model, scan_folder, summarize, write_table
+from pipeline.core.weights import resolve as resolve_weights
 
 
 def _parser() -> argparse.ArgumentParser:

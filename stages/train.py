@@ -53,14 +53,14 @@ def configure_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.allocator import tune_allocator
+    from pipeline.core.allocator import tune_allocator
 
     tune_allocator()  # before torch allocates: keep freed memory (pipeline/allocator.py)
     args = parse_args(argv)
-    from pipeline.checkpoint import CheckpointError
-    from pipeline.config import ConfigError
-    from pipeline.data import DataError
-    from pipeline.training import NonFiniteLossError
+    from pipeline.model.checkpoint import CheckpointError
+    from pipeline.core.config import ConfigError
+    from pipeline.data.pair_dataset import DataError
+    from pipeline.train.training import NonFiniteLossError
 
     try:
         return run(args)
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_params
-    from pipeline.training import train
+    from pipeline.core.config import load_params
+    from pipeline.train.training import train
 
     configure_threads()
     params = load_params(args.params)

@@ -48,7 +48,7 @@ PCKh@0.5 (detection.py)
     head points (nose, neck, eyes, ears; >= 2 needed). Pooled over all target joints.
     pckh_real: the same for the real targets (an upper bound for the generator).
 
-Weights are names or local files resolved by pipeline.weights. Unavailable metrics (no
+Weights are names or local files resolved by pipeline.core.weights. Unavailable metrics (no
 weights offline, a null param, no keypoints) are reported as None with a `<metric>_reason`
 string, never as a made-up value.
 

@@ -4,15 +4,15 @@ DS: for each image, the highest person-box confidence the YOLO pose model gives 
 box above `det_conf`); DS = mean over images. The papers used an SSD detector, so our DS is
 NOT comparable with theirs, only between our own runs.
 
-PCKh@alpha: the pose model's keypoints of the main person (pipeline.pose.main_person_index),
-mapped to OpenPose-18 (pipeline.pose.to_op18), against the TARGET keypoints. Market crops
+PCKh@alpha: the pose model's keypoints of the main person (pipeline.data.pose.main_person_index),
+mapped to OpenPose-18 (pipeline.data.pose.to_op18), against the TARGET keypoints. Market crops
 have no head box, so the head size h is the larger side of the bounding box of the target's
 head points (nose, neck, eyes, ears) present, when at least two are; images with fewer are
 left out. A target joint counts as correct when the prediction has it and it lies within
 alpha * h (alpha = 0.5); a joint the prediction misses is wrong. PCKh = correct / target
 joints, pooled over all images.
 
-ultralytics is imported only inside the functions that need it (via pipeline.pose).
+ultralytics is imported only inside the functions that need it (via pipeline.data.pose).
 """
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.config import PoseConfig
-from pipeline.keypoints import J, present
+from pipeline.core.config import PoseConfig
+from pipeline.core.keypoints import J, present
 
 HEAD_JOINTS = (J["nose"], J["neck"], J["r_eye"], J["l_eye"], J["r_ear"], J["l_ear"])
 DET_CONF = 0.01  # keep weak detections: DS averages the confidence, a cut-off would bias it
 
 
 def load_detector(weights: str, device: str = "auto"):
-    """A pipeline.pose.PoseModel (raises FileNotFoundError/ValueError with the reason)."""
-    from pipeline import pose
+    """A pipeline.data.pose.PoseModel (raises FileNotFoundError/ValueError with the reason)."""
+    from pipeline.data import pose
 
     return pose.load_model(weights, device)
 
@@ -46,7 +46,7 @@ def detect(
     Returns (score float64 [B]: max person confidence, 0 when none;
              keypoints float32 [B, 18, 3]: OpenPose-18 (x, y, c) of the main person, -1 missing).
     """
-    from pipeline import pose
+    from pipeline.data import pose
 
     images = np.asarray(images)
     b, h, w = images.shape[:3]

@@ -10,7 +10,7 @@ The maths is the library's too (metric_fid / metric_isc), called on the features
 batch: FID from float64 statistics, IS over 10 unshuffled splits with the OpenAI boundaries
 i*N//splits.
 
-Weights: evaluate.inception_weights is a pipeline.weights name ("inception_fid", the
+Weights: evaluate.inception_weights is a pipeline.core.weights name ("inception_fid", the
 library's own converted TF file) or a local file in the same state-dict layout. Without it
 (offline, null, wrong layout) `load_inception` returns (None, reason): never a made-up number.
 
@@ -51,7 +51,7 @@ def load_inception(
 ) -> tuple[nn.Module | None, str]:
     """(extractor, description) or (None, reason); never raises for missing weights.
 
-    spec: a pipeline.weights name ("inception_fid") or a local file; None = not computed.
+    spec: a pipeline.core.weights name ("inception_fid") or a local file; None = not computed.
     """
     if not spec:
         return None, "evaluate.inception_weights is null: FID / IS not computed"
@@ -63,7 +63,7 @@ def load_inception(
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         net = FeatureExtractorInceptionV3(EXTRACTOR_NAME, list(FEATURES), feature_extractor_weights_path=str(path))
-    except FileNotFoundError as exc:  # pipeline.weights.WeightsError: one line already
+    except FileNotFoundError as exc:  # pipeline.core.weights.WeightsError: one line already
         return None, str(exc)
     except Exception as exc:  # wrong layout, corrupt file: report, never invent numbers
         return None, f"evaluate.inception_weights {spec!r} unusable: {type(exc).__name__}: {exc}"

@@ -7,7 +7,7 @@ linear weights (pnet_rand=True, pretrained=False), then given
   evaluate.alexnet_weights  torchvision's AlexNet state dict (features.* keys) -> net.slice*
   evaluate.lpips_weights    the LPIPS v0.1 AlexNet linear layers (lin{0..4}.model.1.weight,
                             the package's weights/v0.1/alex.pth)
-both resolved by pipeline.weights (names "alexnet", "lpips_alex", or local files). Anything
+both resolved by pipeline.core.weights (names "alexnet", "lpips_alex", or local files). Anything
 missing -> (None, reason), never a made-up number. Inputs: uint8 RGB pairs at native size,
 mapped to [-1, 1] as the package expects.
 """
@@ -64,7 +64,7 @@ def load_lpips(
 ) -> tuple[nn.Module | None, str]:
     """(model, description) or (None, reason); never raises for missing weights.
 
-    lin_spec / alexnet_spec: pipeline.weights names ("lpips_alex" / "alexnet") or local
+    lin_spec / alexnet_spec: pipeline.core.weights names ("lpips_alex" / "alexnet") or local
     files; None = LPIPS not computed."""
     for spec, param in ((lin_spec, "evaluate.lpips_weights"), (alexnet_spec, "evaluate.alexnet_weights")):
         if not spec:
@@ -75,7 +75,7 @@ def load_lpips(
         lin_path = weights.resolve(lin_spec, "evaluate.lpips_weights", allow_download=allow_download)
         alex_path = weights.resolve(alexnet_spec, "evaluate.alexnet_weights", allow_download=allow_download)
         model = build_lpips(_load_state(alex_path), _load_state(lin_path))
-    except FileNotFoundError as exc:  # pipeline.weights.WeightsError: one line already
+    except FileNotFoundError as exc:  # pipeline.core.weights.WeightsError: one line already
         return None, str(exc)
     except Exception as exc:  # wrong layout, corrupt file: report, never invent numbers
         return None, f"LPIPS weights unusable: {type(exc).__name__}: {exc}"

@@ -29,7 +29,7 @@ import torch
 
 # OpenPose-18 connections of the protocol mask (0-based: 0 nose, 1 neck, 2-4 right arm,
 # 5-7 left arm, 8-10 right leg, 11-13 left leg, 14/15 eyes, 16/17 ears). Compared with
-# pipeline.keypoints.LIMBS (the skeleton drawing) it adds neck-ears and ear-ear, joins each
+# pipeline.core.keypoints.LIMBS (the skeleton drawing) it adds neck-ears and ear-ear, joins each
 # hip to the SAME side's shoulder (hip 8 - shoulder 2, hip 11 - shoulder 5), and has no
 # shoulder-shoulder segment.
 PROTOCOL_LIMBS: tuple[tuple[int, int], ...] = (

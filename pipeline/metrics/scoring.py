@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import EvaluateConfig, PoseConfig
-from pipeline.keypoints import KP_COLUMNS, keypoints_array, present, read_annotation_csv, scale_keypoints
+from pipeline.core.config import EvaluateConfig, PoseConfig
+from pipeline.core.keypoints import KP_COLUMNS, keypoints_array, present, read_annotation_csv, scale_keypoints
 from pipeline.metrics import detection, inception, lpips, masks, pixel, ssim
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -37,7 +37,7 @@ class Models:
     inception_info: str = "not requested"
     lpips: torch.nn.Module | None = None  # the lpips package's LPIPS: [-1, 1] x, y -> [n, 1, 1, 1]
     lpips_info: str = "not requested"
-    detector: Any = None  # pipeline.pose.PoseModel
+    detector: Any = None  # pipeline.data.pose.PoseModel
     detector_info: str = "not requested"
     pose_cfg: PoseConfig = field(default_factory=PoseConfig)
     device: str = "cpu"
@@ -57,7 +57,7 @@ def load_models(
     allow_download: bool = True,
     device: str | None = None,
 ) -> Models:
-    """Load what cfg points at, every file resolved by pipeline.weights (a name or a local
+    """Load what cfg points at, every file resolved by pipeline.core.weights (a name or a local
     path). Missing weights never raise: the metric becomes None with the reason."""
     pose_cfg = pose_cfg or PoseConfig()
     device = device or default_device()
@@ -85,7 +85,7 @@ def _load_detector(cfg: EvaluateConfig, pose_cfg: PoseConfig, allow_download: bo
 
         path = weights.resolve(spec, param, allow_download=allow_download)
         det = detection.load_detector(str(path), "cuda:0" if device == "cuda" else device)
-    except FileNotFoundError as exc:  # pipeline.weights.WeightsError: one line already
+    except FileNotFoundError as exc:  # pipeline.core.weights.WeightsError: one line already
         return None, str(exc)
     except Exception as exc:  # unreadable file, not a pose model: report, never invent numbers
         return None, f"{param} {spec!r} unavailable: {type(exc).__name__}: {exc}"

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import ModelConfig
-from pipeline.keypoints import NUM_JOINTS
+from pipeline.core.config import ModelConfig
+from pipeline.core.keypoints import NUM_JOINTS
 from pipeline.model.blocks import disc_block, down_block, initializer
 
 IN_CHANNELS = 2 * (3 + NUM_JOINTS)

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import ModelConfig
-from pipeline.keypoints import NUM_JOINTS
+from pipeline.core.config import ModelConfig
+from pipeline.core.keypoints import NUM_JOINTS
 from pipeline.model.blocks import UPSAMPLE_MODES, Encoder, OffsetHead, initializer, up_block
 from pipeline.model.geometry import part_geometry
 from pipeline.model.warp import (

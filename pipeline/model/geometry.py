@@ -26,7 +26,7 @@ closed form, masks come from vectorised comparisons. No per-sample loops and no 
 synchronisation, so it runs inside a training step at negligible cost (bench/bench_geometry.py).
 
 Keypoints: float [B, 18, 2] as (x, y) pixels of the model's input resolution (pixel at row i,
-column j has x = j, y = i), OpenPose-18 order (pipeline.keypoints.JOINTS), -1 when missing.
+column j has x = j, y = i), OpenPose-18 order (pipeline.core.keypoints.JOINTS), -1 when missing.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pipeline.keypoints import J, NUM_JOINTS
+from pipeline.core.keypoints import J, NUM_JOINTS
 from pipeline.model.affine_fit import (
     DLT_MIN_SPREAD_RATIO, MIN_SPREAD_RATIO, fit_affine_dlt, fit_affine_lstsq,
 )

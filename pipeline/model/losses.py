@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.config import LossConfig
+from pipeline.core.config import LossConfig
 from pipeline.model.vgg import VGG19Features
 
 # The NN loss layer. method.md says "conv1_2"; the authors' Keras model took VGG19's

@@ -13,8 +13,8 @@ as they are:
     block 5: 28 conv5_1  29 relu5_1  30 conv5_2  31 relu5_2  32 conv5_3  33 relu5_3
              34 conv5_4  35 relu5_4  36 pool5
 
-Weights (``weights``: a pipeline.weights name or a local file, resolved by
-pipeline.weights.resolve with param "loss.vgg_weights"): a state dict for
+Weights (``weights``: a pipeline.core.weights name or a local file, resolved by
+pipeline.core.weights.resolve with param "loss.vgg_weights"): a state dict for
 ``vgg19().features`` (keys ``0.weight`` ... ``34.bias``; a full torchvision VGG19 state
 dict with ``features.``/``classifier.`` keys is also accepted), possibly float16.
 
@@ -43,6 +43,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from pipeline.core import weights
 
 # Channel widths of VGG19 ("configuration E"); "M" is a 2x2 max pool closing a block.
 _VGG19_CFG: tuple[int | str, ...] = (
@@ -130,11 +132,10 @@ def _load_file(path: Path) -> dict[str, Tensor]:
 def load_weights(spec: str, allow_download: bool = True) -> dict[str, Tensor]:
     """vgg19().features state dict (float32) for a weights name or a local file.
 
-    Raises pipeline.weights.WeightsError (a FileNotFoundError, one line naming
+    Raises pipeline.core.weights.WeightsError (a FileNotFoundError, one line naming
     loss.vgg_weights) when nothing can be found or fetched, ValueError for a bad file."""
-    from pipeline import weights
-
-    return _load_file(weights.resolve(spec, PARAM, allow_download=allow_download))
+    return _load_file(weights.resolve(spec, PARAM, allow_download=allow_download,
+                                      convert=keras_h5_to_features_state))
 
 
 # --------------------------------------------------------------------------- Keras h5
@@ -216,7 +217,7 @@ class VGG19Features(nn.Module):
     """Frozen VGG19 returning the activations of the requested layers.
 
     Args:
-        weights: a pipeline.weights name ("vgg19_keras", "vgg19_torchvision" / "imagenet")
+        weights: a pipeline.core.weights name ("vgg19_keras", "vgg19_torchvision" / "imagenet")
             or a local vgg19().features state dict; resolved as loss.vgg_weights.
         layers: layer names, e.g. ("relu1_2", "relu2_2"); only the modules up to the
             deepest one are kept.

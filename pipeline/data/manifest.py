@@ -1,0 +1,100 @@
+"""The image manifest: one row per image of a Market-1501-layout dataset (Parquet).
+
+Columns: name (original file name), path (relative to the dataset root, POSIX), person_id
+(-1 junk, 0 distractor), camera, split (train / test / query), width, height (from the image
+header; 0 x 0 when the file cannot be read). Rows are sorted by split then name, so the
+same folder always gives the same table. A small JSON sidecar records where the data came
+from (URL or archive, checksum) and counts.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.datasets import market1501 as market
+
+COLUMNS: tuple[str, ...] = ("name", "path", "person_id", "camera", "split", "width", "height")
+_DTYPES = {"person_id": "int64", "camera": "int64", "width": "int64", "height": "int64"}
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image header only (no decode); (0, 0) if unreadable."""
+    try:
+        with Image.open(path) as im:  # lazy: reads the header, not the pixels
+            return int(im.width), int(im.height)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return 0, 0
+
+
+def build_manifest(root: Path) -> pd.DataFrame:
+    """Scan a dataset root (bounding_box_train/, bounding_box_test/, query/) into a table.
+
+    Raises market.DatasetError when a split folder is missing or a .jpg is misnamed.
+    """
+    root = Path(root)
+    images = market.list_images(root)
+    rows: list[tuple[Any, ...]] = []
+    for split, names in images.items():
+        sub = market.SPLIT_DIRS[split]
+        for name in names:
+            try:
+                pid, cam = market.parse_name(name)
+            except ValueError as exc:
+                raise market.DatasetError(f"{root / sub}: {exc}") from exc
+            w, h = image_size(root / sub / name)
+            rows.append((name, f"{sub}/{name}", pid, cam, split, w, h))
+    df = pd.DataFrame(rows, columns=list(COLUMNS)).astype(_DTYPES)
+    return df.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
+
+
+def write_manifest(df: pd.DataFrame, path: Path) -> None:
+    """Write the manifest to Parquet atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.loc[:, list(COLUMNS)].to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest written by write_manifest; a missing file or column is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found (run the download stage)")
+    df = pd.read_parquet(path)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a manifest, missing column(s) {missing}")
+    return df
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts for the sidecar and the stage's summary line."""
+    ids = df.loc[df.person_id > 0]
+    return {
+        "images": int(len(df)),
+        "per_split": {s: int(n) for s, n in df.split.value_counts().sort_index().items()},
+        "identities": {s: int(n) for s, n in ids.groupby("split").person_id.nunique().items()},
+        "junk": int((df.person_id == market.JUNK_ID).sum()),
+        "distractors": int((df.person_id == market.DISTRACTOR_ID).sum()),
+        "unreadable": int(((df.width == 0) | (df.height == 0)).sum()),
+    }
+
+
+def sidecar_path(manifest_path: Path) -> Path:
+    """data/manifest.parquet -> data/manifest.json."""
+    return Path(manifest_path).with_suffix(".json")
+
+
+def write_sidecar(path: Path, info: Mapping[str, Any]) -> None:
+    """Write provenance/counts as stable, sorted JSON (no timestamps: DVC-friendly)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,369 @@
+"""The evaluate stage's library: generate the test pairs with a trained generator and score them.
+
+evaluate_model() runs the generator over every test pair (batched, no grad, eval mode, autocast
+on CUDA), writes each generated image as <out_dir>/images/{from_stem}___{to_stem}.png and scores
+each batch in memory while it is still decoded (no second decode pass):
+
+    model        generated image vs real target
+    copy_source  the source image x_a as the prediction (the trivial baseline: a model must
+                 beat it on the pose-sensitive metrics; on SSIM it is often hard to beat)
+    real         the real targets themselves, for the set-level metrics where that is an upper
+                 bound (IS, DS, PCKh); per-pair similarities of a target to itself are omitted
+
+Scoring goes through pipeline.metrics.scoring.Scorer (definitions in pipeline/metrics):
+per-pair SSIM, mask-SSIM, L1, masked L1 (and LPIPS, DS, PCKh when their models are
+loaded), and the set metrics FID / IS / mask-IS from accumulated Inception outputs.
+
+Two files come out of a summary {"model": {...}, "copy_source": {...}, "real": {...},
+"pairs": N, "notes": {...}}:
+    metrics (paths.eval_metrics, a DVC metric)   the model's headline numbers, flat
+                                                 ({"ssim": .., "mask_ssim": .., ..., "pairs": N}),
+                                                 so `dvc metrics show` / `dvc exp show` stay
+                                                 a few columns wide;
+    details (paths.eval_details)                 the whole summary: baselines, counts, std,
+                                                 every *_reason, notes (which checkpoint,
+                                                 generator path and step, MLflow run).
+Reasons and notes also go to the MLflow run as tags (eval/<group>/<key>).
+
+The sample grid holds one row per test identity: the first pair of each distinct person
+id, in pair order, up to evaluate.grid_pairs rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.core.config import EvaluateConfig, TrackingConfig
+from pipeline.eval.samples import first_per_identity, to_uint8  # one rounding for PNGs and validation
+
+SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
+IMAGES_DIR = "images"
+GRID_FILE = "grid.png"
+GRID_ARTIFACT = "evaluation/grid.png"
+SET_ONLY_FOR_REAL = ("is", "mask_is", "ds", "pckh")  # set metrics meaningful on real targets
+# The headline metrics, in column order, that the DVC metrics file keeps (when computed).
+HEADLINE = ("ssim", "mask_ssim", "l1", "masked_l1", "lpips", "fid", "is", "mask_is", "ds", "pckh")
+
+def pair_file(name_a: str, name_b: str) -> str:
+    return f"{Path(name_a).stem}{SEP}{Path(name_b).stem}.png"
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from pipeline.core.device import cuda_amp_dtype
+
+    return torch.autocast("cuda", dtype=cuda_amp_dtype())
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate_test_images(
+    generator: torch.nn.Module,
+    dataset,
+    out_dir: str | Path,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    max_pairs: int | None = None,
+    on_batch: Callable[[Mapping[str, Any], np.ndarray], None] | None = None,
+    num_workers: int = 0,
+) -> pd.DataFrame:
+    """Generate every pair of `dataset` (a PairDataset) -> PNGs in out_dir; table (from, to, file).
+
+    on_batch(batch, generated uint8 [B, H, W, 3]) is called for each batch (the CPU batch
+    from the loader), e.g. to score it while it is in memory. The first `max_pairs` pairs
+    are used (all when None).
+    """
+    import cv2
+    from torch.utils.data import DataLoader
+
+    from pipeline.data.pair_dataset import collate_pairs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    n = len(dataset) if max_pairs is None else min(int(max_pairs), len(dataset))
+    loader = DataLoader(dataset, batch_size=max(int(batch_size), 1), sampler=range(n),
+                        collate_fn=collate_pairs, num_workers=num_workers)
+    generator.eval()
+    rows = []
+    for batch in loader:
+        b = {k: batch[k].to(device) for k in ("xa", "ha", "hb", "kpa", "kpb")}
+        with _autocast(device):
+            fake = generator(b["xa"], b["ha"], b["hb"], b["kpa"], b["kpb"]).image
+        gen = to_uint8(fake)
+        for img, a, bn in zip(gen, batch["name_a"], batch["name_b"]):
+            name = pair_file(a, bn)
+            if not cv2.imwrite(str(out_dir / name), np.ascontiguousarray(img[:, :, ::-1])):
+                raise OSError(f"{out_dir / name}: cannot write image")
+            rows.append((a, bn, name))
+        if on_batch is not None:
+            on_batch(batch, gen)
+    return pd.DataFrame(rows, columns=["from", "to", "file"])
+
+
+def person_key(name: str) -> str:
+    """Identity of an image: the Market-1501 person id of its name, else the name itself."""
+    from pipeline.datasets.market1501 import parse_name
+
+    try:
+        return str(parse_name(Path(str(name)).name)[0])
+    except ValueError:
+        return str(name)
+
+
+def identity_rows(source_names, n: int) -> np.ndarray:
+    """Indices of the first pair of each distinct source identity, in pair order, at most n.
+
+    source_names: the pairs' source image names [P]. Returns int64 [min(n, #identities)].
+    """
+    return first_per_identity([person_key(a) for a in source_names], int(n))
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars -> Python, NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def score_generated(
+    generator: torch.nn.Module,
+    dataset,
+    out_dir: str | Path,
+    cfg: EvaluateConfig,
+    device: str | torch.device = "cpu",
+    models=None,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
+    """Generate into out_dir/images and score, batch by batch, the model, the copy-the-source
+    baseline and the real targets with pipeline.metrics.scoring.Scorer.
+
+    models: pipeline.metrics.scoring.Models (Inception / LPIPS / pose detector, each possibly
+    None with a reason); default: only the per-pair metrics that need no weights.
+    Returns (summary, per_pair table, grid arrays for one pair per identity (identity_rows,
+    up to cfg.grid_pairs): xa, kpb, gen, xb as uint8 [N, H, W, 3] / float32 [N, 18, 2]).
+    """
+    from pipeline.metrics.scoring import Models, Scorer
+
+    models = models or Models(device=torch.device(device).type)
+    ref = Scorer(models, batch_size=cfg.batch_size)
+    # Inception on 12,000 pairs dominates the cost: copy_source takes the model scorer's FID
+    # features of the real targets, the real scorer runs Inception on the targets once (as
+    # both sides); LPIPS of a target to itself is never reported, so it is not computed.
+    real_models = dataclasses.replace(models, lpips=None, lpips_info="not computed for the real targets")
+    scorers = {
+        "model": ref,
+        "copy_source": Scorer(models, batch_size=cfg.batch_size, reference=ref),
+        "real": Scorer(real_models, batch_size=cfg.batch_size),
+    }
+    grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
+    n = len(dataset) if cfg.max_pairs is None else min(int(cfg.max_pairs), len(dataset))
+    wanted = identity_rows(dataset.names[dataset.pair_a[:n]], cfg.grid_pairs)
+    seen = [0]  # pairs generated so far: the index of the batch's first pair
+
+    def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
+        real, src = to_uint8(batch["xb"]), to_uint8(batch["xa"])
+        kp = batch["kpb"].numpy()
+        names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
+        for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
+            scorers[which].add(names, real, pred, kp)
+        take = wanted[(wanted >= seen[0]) & (wanted < seen[0] + len(real))] - seen[0]
+        if len(take):
+            for key, arr in (("xa", src), ("kpb", kp), ("gen", gen), ("xb", real)):
+                grid[key].append(arr[take])
+        seen[0] += len(real)
+
+    files = generate_test_images(generator, dataset, Path(out_dir) / IMAGES_DIR, cfg.batch_size,
+                                 device, cfg.max_pairs, on_batch)
+    results = {which: s.result() for which, s in scorers.items()}
+    per_pair = files.copy()
+    for which in ("model", "copy_source"):
+        table = results[which][1]
+        for col in table.columns:
+            if col not in ("name", "generated", "has_keypoints"):
+                per_pair[f"{which}_{col}"] = table[col].to_numpy()
+    real = results["real"][0]
+    summary: dict[str, Any] = {
+        "model": results["model"][0],
+        "copy_source": results["copy_source"][0],
+        # Scores of the real targets only where they are an upper bound (IS, DS, PCKh).
+        "real": {k: v for k, v in real.items() if k.split("_reason")[0].split("_std")[0] in SET_ONLY_FOR_REAL},
+        "pairs": int(len(per_pair)),
+        "notes": {},
+    }
+    arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in grid.items()}
+    return _plain(summary), per_pair, arrays
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def sample_grid(sources: np.ndarray, kp_target: np.ndarray, generated: np.ndarray,
+                real: np.ndarray) -> np.ndarray:
+    """Rows of (source | target pose skeleton | generated | real target).
+
+    sources, generated, real: uint8 [N, H, W, 3] RGB; kp_target: [N, 18, 2] pixels at H x W.
+    Returns uint8 [N * H, 4 * W, 3] RGB.
+    """
+    from pipeline.data.preview import draw_skeleton
+
+    if len(sources) == 0:
+        raise ValueError("sample_grid: no pairs to draw")
+    n, h, w, _ = sources.shape
+    skel = np.stack([draw_skeleton(np.zeros((h, w, 3), np.uint8), k) for k in kp_target])
+    panels = np.stack([sources, skel, generated, real], axis=1)  # [N, 4, H, W, 3]
+    return np.ascontiguousarray(panels.transpose(0, 2, 1, 3, 4).reshape(n * h, 4 * w, 3))
+
+
+# --------------------------------------------------------------------------- metrics / details
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float | int]:
+    """The DVC metrics file: the model's computed HEADLINE metrics (flat) and the pair count.
+    Null metrics are left out here; the details file says why they are null."""
+    group = summary.get("model", {})
+    out: dict[str, float | int] = {k: group[k] for k in HEADLINE if _number(group.get(k))}
+    pairs = summary.get("pairs")
+    if _number(pairs):
+        out["pairs"] = int(pairs)
+    return _plain(out)
+
+
+def text_entries(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, str]:
+    """Every non-numeric leaf (reasons, notes, labels, paths) as {"eval/model/fid_reason": ...},
+    for MLflow tags; null metrics appear as "null"."""
+    out: dict[str, str] = {}
+    for key, value in summary.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, Mapping):
+            out.update(text_entries(value, name))
+        elif value is None:
+            out[name] = "null"
+        elif not _number(value):
+            out[name] = str(list(value)) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+def flat_metrics(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """{"model": {"ssim": .5}} -> {"eval/model/ssim": .5}; numbers only."""
+    out = {}
+    for group in ("model", "copy_source", "real"):
+        for key, value in (summary.get(group) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[f"{prefix}/{group}/{key}"] = float(value)
+    out[f"{prefix}/pairs"] = float(summary.get("pairs", 0))
+    return out
+
+
+def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run_id: str | None,
+                   tracking: TrackingConfig) -> str:
+    """Log metrics (and the grid) into the training run `run_id` when it exists in the
+    tracking store, else into a new run named "evaluate". Returns the run id used."""
+    from pipeline.core import tracking as trk
+
+    def log(tracker) -> str:
+        tracker.log_metrics(flat_metrics(summary))
+        tracker.set_tags({"eval_pairs": summary.get("pairs"), **text_entries(summary)})
+        if grid_path is not None:
+            tracker.log_artifact(grid_path, str(Path(GRID_ARTIFACT).parent))
+        return tracker.run_id
+
+    if run_id:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with trk.resume_run(run_id, tracking.uri) as tracker:
+                return log(tracker)
+        except MlflowException:
+            pass  # the training run is not in this store (e.g. another machine's DB)
+    with trk.start_run(tracking, name="evaluate") as tracker:
+        tracker.set_tags({"training_run_id": run_id})
+        return log(tracker)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def evaluate_model(
+    generator_path: str | Path,
+    pairs_path: str | Path,
+    manifest_path: str | Path,
+    keypoints_path: str | Path,
+    heatmaps_path: str | Path,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    cfg: EvaluateConfig,
+    device: str = "auto",
+    tracking: TrackingConfig | None = None,
+    models=None,
+    checkpoint: str = "last",
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Generate and score every test pair with the generator file; write images, the grid
+    (out_dir/grid.png) and the per-pair table (out_dir/per_pair.parquet); log to MLflow when
+    `tracking` is given. `checkpoint` labels which file it is (last | best | a path given by
+    hand), recorded in the notes. Returns (summary dict, per-pair DataFrame)."""
+    from pipeline.model.checkpoint import load_generator
+    from pipeline.data.pair_dataset import load_pair_dataset
+    from pipeline.core.device import select_device
+
+    dev = select_device(device)
+    G, meta = load_generator(generator_path, dev)
+    image = meta["image"]
+    dataset = load_pair_dataset(pairs_path, manifest_path, keypoints_path, heatmaps_path,
+                                dataset_dir, image.height, image.width, split="test")
+    out_dir = Path(out_dir)
+    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
+    summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
+                            generator_step=meta.get("step"))
+    grid_path = None
+    if len(g["xa"]):
+        from pipeline.data.preview import write_png
+
+        grid_path = out_dir / GRID_FILE
+        grid = sample_grid(g["xa"], g["kpb"], g["gen"], g["xb"])
+        write_png(grid_path, np.ascontiguousarray(grid[:, :, ::-1]))  # RGB -> BGR for cv2
+    per_pair.to_parquet(out_dir / "per_pair.parquet", index=False)
+    if tracking is not None:
+        summary["notes"]["mlflow_run_id"] = log_evaluation(summary, grid_path, meta.get("run_id"), tracking)
+    return summary, per_pair
+
+
+def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
+    """The metrics JSON (sorted keys, NaN -> null) for DVC, written atomically (temporary
+    file + rename), so an interrupted run never leaves a truncated metrics file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(_plain(dict(summary)), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,111 @@
+"""Generating fixed batches with the generator during training: eval-mode forward passes,
+uint8 conversion, and the sample grids logged to MLflow (one row per identity).
+
+Nothing here draws from a random generator, so generating samples or validation images in
+the middle of a run leaves the training RNG streams (and an exact resume) untouched.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline.model.checkpoint import unwrap
+from pipeline.core.device import DeviceSetup
+
+GRID_ROWS = 8
+GEN_KEYS = ("xa", "ha", "hb", "kpa", "kpb")
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate(G: nn.Module, batch: Mapping[str, Tensor], setup: DeviceSetup) -> Tensor:
+    """G(x_a, h_a, h_b, kp_a, kp_b) for a CPU batch, in eval mode (no dropout), no grad,
+    under the setup's autocast; G's train/eval mode is restored afterwards.
+    Returns the generated images [B, 3, H, W] in [-1, 1] on setup.device."""
+    g = unwrap(G)  # no DDP wrapper: a rank-0-only forward must not enter a collective
+    was_training = g.training
+    g.eval()
+    try:
+        b = {k: batch[k].to(setup.device) for k in GEN_KEYS}
+        with setup.autocast():
+            return g(b["xa"], b["ha"], b["hb"], b["kpa"], b["kpb"]).image
+    finally:
+        g.train(was_training)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB: the rounding the evaluate stage's
+    PNGs get (pipeline.eval.evaluation uses this function), so validation scores what it scores."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
+        .permute(0, 2, 3, 1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- grid rows
+
+
+def identity(name: str) -> str:
+    """Person id of an image name: the part before the first '_' (Market-1501 naming,
+    `0002_c1s1_000451_03.jpg` -> '0002')."""
+    return str(name).split("_", 1)[0]
+
+
+def first_per_identity(ids: Sequence[Any], k: int = GRID_ROWS) -> np.ndarray:
+    """Positions of the first entry of each distinct id, in order of appearance, at most k.
+
+    ids: [N] one id per pair. Returns int64 [min(k, distinct ids)]."""
+    ids = np.asarray(ids)
+    if len(ids) == 0 or k <= 0:
+        return np.zeros(0, np.int64)
+    _, first = np.unique(ids, return_index=True)
+    return np.sort(first)[:k].astype(np.int64)
+
+
+def pair_identities(dataset: Any, indices: Sequence[int]) -> np.ndarray:
+    """Person id of the source image of each pair index (vectorised over a PairDataset's
+    name table; datasets without one are asked for the items)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    names, pair_a = getattr(dataset, "names", None), getattr(dataset, "pair_a", None)
+    if names is None or pair_a is None:
+        items = dataset.__getitems__(indices.tolist()) if len(indices) else []
+        return np.asarray([identity(it["name_a"]) for it in items], dtype=object)
+    per_image = np.asarray([identity(n) for n in names], dtype=object)
+    return per_image[np.asarray(pair_a)[indices]]
+
+
+def grid_pairs(dataset: Any, candidates: Sequence[int] | None = None, k: int = GRID_ROWS,
+               scan: int = 4096) -> list[int]:
+    """Pair indices for the sample grid: the first pair of each of up to k distinct person
+    ids among `candidates` (default: the dataset's first `scan` pairs, in order)."""
+    if candidates is None:
+        candidates = np.arange(min(len(dataset), scan))
+    candidates = np.asarray(candidates, dtype=np.int64)
+    pos = first_per_identity(pair_identities(dataset, candidates), k)
+    return candidates[pos].tolist()
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def sample_grid(xa: Tensor, hb: Tensor, fake: Tensor, xb: Tensor) -> np.ndarray:
+    """Rows of [source | target pose (max over heatmaps) | generated | real target].
+
+    xa, fake, xb: [N, 3, H, W] in [-1, 1]; hb: [N, 18, H, W] in [0, 1].
+    Returns uint8 [N * H, 4 * W, 3] RGB.
+    """
+    xa, hb, fake, xb = (t.detach().float().cpu() for t in (xa, hb, fake, xb))
+    pose = hb.amax(dim=1, keepdim=True).clamp(0, 1).mul(2).sub(1).expand(-1, 3, -1, -1)
+    panels = torch.stack([xa, pose, fake, xb], dim=1)  # [N, 4, 3, H, W]
+    n, k, c, h, w = panels.shape
+    img = panels.permute(0, 3, 1, 4, 2).reshape(n * h, k * w, c)
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def render_samples(G: nn.Module, batch: Mapping[str, Tensor], setup: DeviceSetup) -> np.ndarray:
+    """Generate a fixed CPU batch in eval mode -> sample_grid (uint8 [N * H, 4 * W, 3])."""
+    fake = generate(G, batch, setup)
+    return sample_grid(batch["xa"], batch["hb"], fake, batch["xb"])

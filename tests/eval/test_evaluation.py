@@ -1,0 +1,230 @@
+"""pipeline.eval.evaluation on a tiny synthetic dataset with a tiny untrained generator."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.model.checkpoint import save_generator
+from pipeline.core.config import EvaluateConfig, ImageConfig, TrackingConfig
+from pipeline.eval.evaluation import (evaluate_model, headline_metrics, identity_rows, pair_file, sample_grid,
+                                 text_entries, write_summary)
+from pipeline.metrics.ssim import ssim
+
+H, W = 64, 32  # model resolution; the synthetic crops are 128x64, so loading resizes
+from support.eval_data import TINY, build_eval_data
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    dataset, files, pairs = build_eval_data(root)
+    from pipeline.model.generator import Generator
+
+    torch.manual_seed(0)
+    return root, dataset, files, pairs[pairs["split"] == "test"], Generator(TINY, H, W)
+
+
+def _evaluate(tiny, out, run_id=None, uri=None, models=None, **cfg):
+    root, dataset, files, _, G = tiny
+    model = save_generator(out / "generator.pt", G, TINY, ImageConfig(height=H, width=W),
+                           {"run_id": run_id, "step": 7})
+    tracking = TrackingConfig(uri=uri, experiment="test-eval") if uri else None
+    return evaluate_model(model, files["pairs"], files["manifest"], files["keypoints"],
+                          root / "heatmaps", dataset, out / "eval",
+                          EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", tracking, models)
+
+
+def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.core.tracking import start_run
+
+    test_pairs = tiny[3]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with start_run(TrackingConfig(uri=uri, experiment="test-eval")) as tracker:
+        train_run = tracker.run_id
+    summary, per_pair = _evaluate(tiny, tmp_path, run_id=train_run, uri=uri)
+
+    # Every test pair generated as {from}___{to}.png at the model resolution.
+    assert len(per_pair) == len(test_pairs) == summary["pairs"] > 0
+    assert list(per_pair["from"]) == list(test_pairs["from"])
+    images = tmp_path / "eval" / "images"
+    for a, b, f in per_pair[["from", "to", "file"]].itertuples(index=False):
+        assert f == pair_file(a, b) and Image.open(images / f).size == (W, H)
+    # The per-pair table and the summary hold the model and the copy-source baseline.
+    assert {"model_ssim", "copy_source_ssim"} <= set(per_pair.columns)
+    assert set(summary) == {"model", "copy_source", "real", "pairs", "notes"}
+    assert 0 < summary["copy_source"]["ssim"] < 1
+    assert np.isfinite(per_pair["model_ssim"]).all()
+    # The copy-source SSIM is the protocol SSIM of the resized real target vs its source.
+    from pipeline.data.pair_dataset import read_image
+
+    man = pd.read_parquet(tiny[2]["manifest"]).set_index("name")
+    def load(n):
+        x = read_image(tiny[1] / man.loc[n, "path"], H, W)
+        return ((x.transpose(1, 2, 0) + 1) * 127.5).round().astype(np.uint8)[None]
+    a, b = per_pair.loc[0, ["from", "to"]]
+    assert per_pair.loc[0, "copy_source_ssim"] == pytest.approx(ssim(load(b), load(a))[0], abs=1e-6)
+    # Untrained, the model has not learned the person: the copy baseline is more similar.
+    assert summary["copy_source"]["ssim"] > summary["model"]["ssim"]
+
+    # The grid: one row per test identity (2 here, though grid_pairs is 3), each the first
+    # pair of its id; its first panel is that pair's source image.
+    from pipeline.datasets.market1501 import parse_name
+
+    grid = np.asarray(Image.open(tmp_path / "eval" / "grid.png").convert("RGB"))
+    ids = test_pairs["from"].map(lambda n: parse_name(n)[0])
+    firsts = test_pairs[~ids.duplicated().to_numpy()]
+    assert len(firsts) == 2 and grid.shape == (2 * H, 4 * W, 3)
+    for row, a in enumerate(firsts["from"]):
+        np.testing.assert_array_equal(grid[row * H:(row + 1) * H, :W], load(a)[0])
+    assert (tmp_path / "eval" / "per_pair.parquet").is_file()
+
+    # Metrics and grid went into the training run, not a new one.
+    assert summary["notes"]["mlflow_run_id"] == train_run
+    client = MlflowClient(uri)
+    run = client.get_run(train_run)
+    assert run.data.metrics["eval/copy_source/ssim"] == pytest.approx(summary["copy_source"]["ssim"])
+    assert run.data.metrics["eval/pairs"] == len(per_pair)
+    assert [f.path for f in client.list_artifacts(train_run, "evaluation")] == ["evaluation/grid.png"]
+    # Reasons and notes are tags: which checkpoint, why FID is null.
+    tags = run.data.tags
+    assert tags["eval/notes/checkpoint"] == "last" and summary["notes"]["checkpoint"] == "last"
+    assert tags["eval/model/fid"] == "null" and tags["eval/model/fid_reason"] == summary["model"]["fid_reason"]
+
+    path = write_summary(tmp_path / "eval.json", summary)
+    assert json.loads(path.read_text())["pairs"] == len(per_pair)
+    assert [p.name for p in tmp_path.glob(".eval.json*")] == []  # no temporary file left
+
+
+class CountingFeatures(torch.nn.Module):
+    """A tiny stand-in feature network (features, logits) that counts the images it sees."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 3)
+        self.images = 0
+
+    def forward(self, x):
+        self.images += len(x)
+        f = self.conv(x / 255.0).mean(dim=(2, 3))
+        return f, self.fc(f)
+
+
+def test_set_metrics_run_inception_once_per_image_set(tiny, tmp_path):
+    from pipeline.metrics.scoring import Models
+
+    net = CountingFeatures().eval()
+    models = Models(inception=net, inception_info="tiny", device="cpu")
+    summary, per_pair = _evaluate(tiny, tmp_path, models=models, max_pairs=5)
+    # model: targets, generated, masked generated; copy_source: sources, masked sources
+    # (FID reference shared); real: targets (both sides), masked targets.
+    assert net.images == 7 * len(per_pair) == 35
+    for group in ("model", "copy_source"):
+        assert summary[group]["fid"] > 0 and summary[group]["is"] >= 1 and summary[group]["mask_is"] >= 1
+    assert summary["real"]["is"] >= 1 and summary["real"]["mask_is"] >= 1 and "fid" not in summary["real"]
+    assert summary["model"]["lpips"] is None and summary["model"]["lpips_reason"] == "not requested"
+
+
+def test_max_pairs_and_new_evaluate_run_without_run_id(tiny, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary, per_pair = _evaluate(tiny, tmp_path, uri=uri, max_pairs=2)
+    assert len(per_pair) == 2 and len(list((tmp_path / "eval" / "images").glob("*.png"))) == 2
+    run = MlflowClient(uri).get_run(summary["notes"]["mlflow_run_id"])
+    assert run.info.run_name == "evaluate"
+    assert "eval/model/ssim" in run.data.metrics
+
+
+def test_sample_grid_layout():
+    rng = np.random.default_rng(0)
+    src, gen, real = (rng.integers(0, 255, (2, 32, 16, 3), dtype=np.uint8) for _ in range(3))
+    kp = np.full((2, 18, 2), -1.0, np.float32)
+    kp[:, 1], kp[:, 2] = (8, 4), (8, 20)  # neck and right shoulder: one limb
+    grid = sample_grid(src, kp, gen, real)
+    assert grid.shape == (64, 64, 3)
+    np.testing.assert_array_equal(grid[32:64, 0:16], src[1])
+    np.testing.assert_array_equal(grid[0:32, 32:48], gen[0])
+    np.testing.assert_array_equal(grid[32:64, 48:64], real[1])
+    skeleton = grid[0:32, 16:32]
+    assert skeleton[12, 8].any() and not skeleton[28:, :].any()  # limb drawn, background black
+
+
+def test_identity_rows_take_the_first_pair_of_each_person():
+    names = ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c1s1_000101_01.jpg",
+             "0002_c3s1_000101_01.jpg", "0005_c1s1_000101_01.jpg", "0007_c2s1_000101_01.jpg",
+             "0009_c1s1_000101_01.jpg"]
+    assert identity_rows(names, 8).tolist() == [0, 2, 4, 6]
+    assert identity_rows(names, 2).tolist() == [0, 2]
+    assert identity_rows(names, 0).tolist() == []
+    assert identity_rows(["a.png", "b.png", "a.png"], 8).tolist() == [0, 1]  # not Market: by name
+
+
+def test_metrics_file_holds_numbers_and_tags_hold_the_text():
+    summary = {
+        "model": {"ssim": 0.5, "mask_ssim": 0.75, "fid": None, "fid_reason": "no weights", "is_std": 0.1,
+                  "n_pairs": 4, "inception": "tiny", "pckh": 0.25},
+        "copy_source": {"ssim": 0.4, "fid": None, "fid_reason": "no weights"},
+        "real": {"pckh": 0.9},
+        "pairs": 4,
+        "notes": {"checkpoint": "best", "generator": "models/best.pt", "generator_step": 300},
+    }
+    # Flat, numbers only, in HEADLINE order; null metrics, std, counts and baselines are details.
+    metrics = headline_metrics(summary)
+    assert metrics == {"ssim": 0.5, "mask_ssim": 0.75, "pckh": 0.25, "pairs": 4}
+    assert list(metrics) == ["ssim", "mask_ssim", "pckh", "pairs"]
+    tags = text_entries(summary)
+    assert tags == {
+        "eval/model/fid": "null", "eval/model/fid_reason": "no weights", "eval/model/inception": "tiny",
+        "eval/copy_source/fid": "null", "eval/copy_source/fid_reason": "no weights",
+        "eval/notes/checkpoint": "best", "eval/notes/generator": "models/best.pt",
+    }
+
+
+def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
+    """stages.evaluate model mode: evaluate.checkpoint best -> models/best.pt; the metrics file
+    holds only numbers, the details file says which checkpoint and why metrics are null."""
+    from stages.evaluate import main
+
+    root, dataset, files, test_pairs, G = tiny
+    models = tmp_path / "models"
+    save_generator(models / "best.pt", G, TINY, ImageConfig(height=H, width=W), {"step": 3})
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "paths:\n"
+        f"  dataset: {dataset}\n  manifest: {files['manifest']}\n  keypoints: {files['keypoints']}\n"
+        f"  heatmaps: {root / 'heatmaps'}\n  pairs: {files['pairs']}\n  models: {models}\n"
+        f"  evaluation: {tmp_path / 'eval'}\n  eval_metrics: {tmp_path / 'm' / 'eval.json'}\n"
+        f"  eval_details: {tmp_path / 'm' / 'eval_details.json'}\n"
+        "train:\n  device: cpu\n"
+        "evaluate:\n  checkpoint: best\n  batch_size: 4\n  grid_pairs: 2\n  download: false\n"
+        "  inception_weights: null\n  lpips_weights: null\n  pose_weights: /nonexistent/pose.pt\n"
+    )
+    assert main(["--params", str(params), "--no-tracking"]) == 0
+    metrics = json.loads((tmp_path / "m" / "eval.json").read_text())
+    assert set(metrics) == {"ssim", "mask_ssim", "l1", "masked_l1", "pairs"}
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics["pairs"] == len(test_pairs)
+    details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
+    assert details["notes"] == {"checkpoint": "best", "generator": str(models / "best.pt"), "generator_step": 3}
+    assert details["model"]["ssim"] == metrics["ssim"] and details["model"]["fid"] is None
+    assert details["model"]["fid_reason"] and details["copy_source"]["ssim"] > 0
+
+    # last: models/generator.pt is not there -> one line naming the param and the file.
+    params.write_text(params.read_text().replace("checkpoint: best", "checkpoint: last"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--params", str(params), "--no-tracking"])
+    assert str(exc.value) == (f"evaluate: evaluate.checkpoint: last: {models / 'generator.pt'} not found "
+                              "(run the train stage first)")
+    # --model overrides evaluate.checkpoint.
+    assert main(["--params", str(params), "--no-tracking", "--model", str(models / "best.pt")]) == 0
+    details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
+    assert details["notes"]["checkpoint"] == "model" and details["notes"]["generator"] == str(models / "best.pt")

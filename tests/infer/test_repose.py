@@ -1,0 +1,123 @@
+"""pipeline.infer.repose end to end on real Market-1501 photos with the real YOLO pose weights and
+a tiny randomly initialised generator."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_path
+from pipeline.model.checkpoint import save_generator
+from pipeline.core.config import ImageConfig, ModelConfig
+from pipeline.core.keypoints import J, write_annotation_csv
+from pipeline.model.generator import Generator
+from pipeline.infer.repose import ReposeError, load_people, main, read_pose_file, repose
+
+SAMPLE = "data/market1501-sample"
+TINY = ModelConfig(encoder_widths=(4, 8, 8, 8, 8, 8), decoder_widths=(8, 8, 8, 8, 4))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    photos = sorted(shared_path(SAMPLE).glob("*.jpg"))
+    weights = str(shared_path("weights/yolo11n-pose.pt"))
+    root = tmp_path_factory.mktemp("repose")
+    model = save_generator(root / "generator.pt", Generator(TINY, 128, 64), TINY, ImageConfig(),
+                           {"run_id": None})
+    return photos, weights, model
+
+
+@pytest.fixture(scope="module")
+def pose_model(setup):
+    from pipeline.data.pose import load_model
+
+    return load_model(setup[1], "cpu")
+
+
+def _run(setup, source, pose, out, **kw):
+    return repose(source, pose, setup[2], out, pose_weights=setup[1], device="cpu", **kw)
+
+
+def test_single_target_image(setup, tmp_path):
+    photos = setup[0]
+    paths = _run(setup, photos[0], photos[1], tmp_path / "out.png")
+    assert paths == [tmp_path / "out.png"]
+    img = Image.open(paths[0])
+    assert img.size == (64, 128) and img.mode == "RGB"
+
+
+def test_folder_of_poses_gives_pngs_and_gif(setup, tmp_path):
+    photos = setup[0]
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    for p in photos[2:5]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "seq"
+    paths = _run(setup, photos[0], folder, out, gif=tmp_path / "seq.gif")
+    assert [p.name for p in paths] == [p.with_suffix(".png").name for p in photos[2:5]]
+    assert all(Image.open(p).size == (64, 128) for p in paths)
+    gif = Image.open(tmp_path / "seq.gif")
+    assert gif.n_frames == 3 and gif.size == (64, 128)
+
+
+def test_person_in_a_wide_photo_is_cropped_to_the_same_framing(setup, pose_model, tmp_path):
+    # The same Market crop, alone and pasted small into a wide grey scene: after cropping,
+    # both yield a 128x64 person whose joints land in about the same places.
+    photo = setup[0][5]
+    img = cv2.imread(str(photo))
+    scene = np.full((300, 600, 3), 128, np.uint8)
+    scene[100:228, 400:464] = img
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), scene)
+    alone, pasted = load_people([photo, wide], pose_model, (128, 64), "source")
+    assert pasted.image.shape == (128, 64, 3)
+    torso = [J[j] for j in ("r_shoulder", "l_shoulder", "r_hip", "l_hip")]
+    # Person box + 10 % margin vs the original loose crop: same centre, similar scale.
+    d = np.abs(alone.keypoints[torso].mean(0) - pasted.keypoints[torso].mean(0))
+    assert d[0] < 8 and d[1] < 20, d
+
+
+def test_json_and_csv_targets(setup, pose_model, tmp_path):
+    photos = setup[0]
+    kp = load_people([photos[3]], pose_model, (128, 64), "target")[0].keypoints
+    single = tmp_path / "walk.json"
+    single.write_text(json.dumps({"keypoints": kp.tolist()}))
+    assert _run(setup, photos[0], single, tmp_path / "o")[0] == tmp_path / "o" / "walk.png"
+    # Named poses in a 32x64 frame are rescaled to the model resolution.
+    named = tmp_path / "named.json"
+    half = np.where(kp >= 0, kp / 2, -1.0)
+    named.write_text(json.dumps({"a": half.tolist(), "b": half.tolist(), "width": 32, "height": 64}))
+    poses = read_pose_file(named, 128, 64)
+    assert [n for n, _ in poses] == ["a", "b"]
+    np.testing.assert_allclose(poses[0][1], kp, atol=1e-4)
+    csv = tmp_path / "ann.csv"
+    write_annotation_csv(csv, ["x1.jpg", "x2.jpg"], np.rint(kp)[None].repeat(2, 0))
+    paths = _run(setup, photos[0], csv, tmp_path / "c")
+    assert [p.name for p in paths] == ["x1.png", "x2.png"]
+
+
+def test_errors_name_the_file(setup, tmp_path, capsys):
+    photos = setup[0]
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((128, 64, 3), 90, np.uint8))
+    with pytest.raises(ReposeError, match=r"blank\.png: no person"):
+        _run(setup, blank, photos[1], tmp_path / "o.png")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(Path(photos[1]).read_bytes()[:500])
+    with pytest.raises(ReposeError, match=r"corrupt\.jpg"):
+        _run(setup, photos[0], corrupt, tmp_path / "o.png")
+    three = tmp_path / "three.json"
+    joints = [[-1, -1]] * 18
+    joints[0], joints[1], joints[2] = [30, 10], [30, 25], [20, 25]
+    three.write_text(json.dumps({"keypoints": joints}))
+    with pytest.raises(ReposeError, match=r"three\.json.*too few joints.*l_shoulder"):
+        _run(setup, photos[0], three, tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
+    code = main(["--source", str(photos[0]), "--pose", str(three), "--model", str(setup[2]),
+                 "--out", str(tmp_path / "o.png"), "--pose-weights", setup[1], "--device", "cpu"])
+    assert code == 2 and "three.json" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Builders and servers the tests share (tiny datasets, Market-shaped files, a local HTTP server)."""
