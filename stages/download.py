@@ -15,14 +15,14 @@ from pathlib import Path
 from pipeline.core.config import load_params
 from pipeline.data.download import DownloadError, prepare_dataset
 from pipeline.data.extract import ArchiveError
-from pipeline.datasets.market1501 import DatasetError
+from pipeline.datasets.base import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.download", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--archive", default=None,
-                    help="local Market-1501 archive; overrides data.archive (implies data.source market1501)")
+                    help="local dataset archive; overrides data.archive (with data.source synthetic: market1501)")
     ap.add_argument("--out", default=None, help="dataset folder; overrides paths.dataset")
     ap.add_argument("--manifest", default=None, help="manifest Parquet; overrides paths.manifest")
     ap.add_argument("--summary", default=None,
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Path(args.out or params.paths.dataset)
     manifest = Path(args.manifest or params.paths.manifest)
     archive = args.archive
-    if archive is not None:  # an archive on the command line means Market-1501 data
+    if archive is not None and params.data.source == "synthetic":  # an archive is real data
         params = dataclasses.replace(params, data=dataclasses.replace(params.data, source="market1501"))
 
     try:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DownloadError, ArchiveError, DatasetError, ValueError) as exc:
         sys.exit(f"download: {exc}")
     counts = info["counts"]
-    if info["source"] == "market1501" and not info["checksum_verified"]:
+    if info["source"] != "synthetic" and not info["checksum_verified"]:
         print(f"note: data.checksum is null; archive {info['checksum']} "
               f"(set data.checksum to pin it)")
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())

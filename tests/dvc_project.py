@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ("pipeline", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+COPY = ("pipeline", "stages", "conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+        ".gitignore")
 
 
 def project_env() -> dict[str, str]:
@@ -53,13 +54,14 @@ def dvc(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = 
 
 
 def update_params(path: Path, changes: dict[str, Any]) -> None:
-    """Set dotted keys, e.g. {'loss.nn_weight': 0.0}, in a params.yaml."""
+    """Set dotted keys, e.g. {'loss.nn_weight': 0.0}, in a params.yaml or a conf/ file
+    (missing parents are created: conf/config.yaml holds only what it overrides)."""
     params = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
         node = params
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node[key]
+            node = node.setdefault(key, {})
         node[leaf] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -74,7 +76,10 @@ def make_project(dest: Path, changes: dict[str, Any]) -> Path:
             shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, target)
-    update_params(dest / "params.yaml", changes)
+    # The changes go into conf/ (DVC composes params.yaml from it at every `exp run -S`),
+    # and params.yaml is regenerated from it as `python -m stages.params` does.
+    update_params(dest / "conf" / "config.yaml", changes)
+    run([sys.executable, "-m", "stages.params"], dest)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "test project"], dest)

@@ -60,8 +60,8 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["market1501", "synthetic"] = "synthetic"
-    url: str = ""
-    checksum: str | None = None
+    url: str | None = None        # null: the dataset's canonical archive (pipeline.datasets)
+    checksum: str | None = None   # "algo:hex"; null with data.url: recorded, not checked
     archive: str | None = None
     cache_dir: str = "data/cache"
     timeout: float = 60.0
@@ -99,6 +99,7 @@ class ModelConfig:
     """The networks. Defaults are the original pose-gan code's values (method.md); each
     departure of ours is one option whose other value is ours (README: "Paper mode")."""
 
+    generator: Literal["deformable"] = "deformable"  # architecture (pipeline.model.build)
     warp: Literal["none", "global", "parts"] = "parts"
     warp_agg: Literal["max", "avg"] = "max"
     offsets: bool = False  # ours: learned residual offsets (needs warp_sampling bilinear)

@@ -39,7 +39,8 @@ import urllib3
 from tqdm import tqdm
 
 from pipeline.data import extract
-from pipeline.datasets import market1501 as market
+from pipeline.datasets import registry
+from pipeline.datasets.base import Dataset
 from pipeline.data import manifest as manifest_mod
 from pipeline.core.config import DataConfig, Params, to_dict
 from pipeline.core.fsutil import file_digest
@@ -282,7 +283,7 @@ def _finish(url: str, part: Path, dest: Path, checksum: str | None, *extra: Path
     return Fetched(dest, actual, checksum is not None, reused=False)
 
 
-def check_not_html(path: Path, what: str) -> None:
+def check_not_html(path: Path, what: str, archive_name: str = "dataset") -> None:
     """Raise DownloadError when `path` holds an HTML page (a login, quota or Drive
     confirmation page saved in place of the archive)."""
     with open(path, "rb") as f:
@@ -290,7 +291,7 @@ def check_not_html(path: Path, what: str) -> None:
     if head.startswith(_HTML_STARTS) or b"<html" in head:
         raise DownloadError(
             f"{what} is an HTML page ({path.stat().st_size} bytes), not the "
-            f"{market.ARCHIVE_NAME} zip (a Drive confirmation, quota or login page?); "
+            f"{archive_name} archive (a Drive confirmation, quota or login page?); "
             "download the archive by hand and set data.archive"
         )
 
@@ -377,17 +378,30 @@ def _drive_hosts_redirected(base: str):
         requests.session = original
 
 
-def fetch_archive(cfg: DataConfig, archive: str | Path | None = None, progress: bool = True) -> Fetched:
-    """The Market-1501 archive: `archive` (or cfg.archive) verified in place, else downloaded
-    from cfg.url into cfg.cache_dir/Market-1501-v15.09.15.zip."""
+def source_of(cfg: DataConfig, dataset: Dataset) -> tuple[str, str | None]:
+    """(url, checksum) to fetch: data.url with data.checksum when the user set a URL, else
+    the dataset's canonical archive and its published checksum."""
+    if cfg.url:
+        return cfg.url, cfg.checksum
+    if dataset.download is None:
+        raise DownloadError(f"data.url: {dataset.name} has no download; set data.url or data.archive")
+    return dataset.download.url, cfg.checksum or dataset.download.checksum
+
+
+def fetch_archive(cfg: DataConfig, dataset: Dataset, archive: str | Path | None = None,
+                  progress: bool = True) -> Fetched:
+    """The dataset's archive: `archive` (or cfg.archive) verified in place, else downloaded
+    (source_of) into cfg.cache_dir/<the dataset's archive name>."""
     local = archive if archive is not None else cfg.archive
+    name = dataset.download.archive_name if dataset.download else f"{dataset.name} archive"
     if local is not None:
         path = Path(local)
         if not path.is_file():
             raise DownloadError(f"{path}: archive not found (data.archive / --archive)")
-        check_not_html(path, f"{path} (data.archive)")
+        check_not_html(path, f"{path} (data.archive)", name)
         return Fetched(path, verify_file(path, cfg.checksum), cfg.checksum is not None, reused=True)
-    return download(cfg.url, Path(cfg.cache_dir) / market.ARCHIVE_NAME, checksum=cfg.checksum,
+    url, checksum = source_of(cfg, dataset)
+    return download(url, Path(cfg.cache_dir) / name, checksum=checksum,
                     timeout=cfg.timeout, retries=cfg.retries, progress=progress)
 
 
@@ -405,21 +419,20 @@ def prepare_dataset(params: Params, dataset: Path, manifest_path: Path,
     """
     dataset, manifest_path = Path(dataset), Path(manifest_path)
     cfg = params.data
-    if cfg.source == "market1501":
-        fetched = fetch_archive(cfg, archive, progress=progress)
-        extract.extract_dataset(fetched.path, dataset)
+    spec = registry.get(cfg.source)
+    if cfg.source != "synthetic":
+        fetched = fetch_archive(cfg, spec, archive, progress=progress)
+        extract.extract_dataset(fetched.path, dataset, spec)
         info: dict[str, Any] = {
-            "source": "market1501",
-            "url": None if archive is not None or cfg.archive is not None else cfg.url,
+            "source": cfg.source,
+            "url": None if archive is not None or cfg.archive is not None else source_of(cfg, spec)[0],
             "archive": str(fetched.path),
             "checksum": fetched.checksum,
             "checksum_verified": fetched.verified,
         }
-    elif cfg.source == "synthetic":
+    else:
         info = {"source": "synthetic", **_synthesise(params, dataset)}
-    else:  # pragma: no cover - config.py restricts the values
-        raise ValueError(f"data.source: unknown source {cfg.source!r}")
-    df = manifest_mod.build_manifest(dataset)
+    df = manifest_mod.build_manifest(dataset, spec)
     manifest_mod.write_manifest(df, manifest_path)
     info["counts"] = manifest_mod.summarize(df)
     summary_path = Path(summary_path) if summary_path else manifest_mod.sidecar_path(manifest_path)
@@ -436,7 +449,7 @@ def _synthesise(params: Params, dataset: Path) -> dict[str, Any]:
     try:
         stats = synthetic.generate(tmp, params.data.synthetic, params.image.height,
                                    params.image.width, params.seed)
-        market.check_layout(tmp)
+        registry.SYNTHETIC.check_layout(tmp)
         extract.replace_dir(tmp, dataset)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

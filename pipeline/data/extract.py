@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from pipeline.datasets import market1501 as market
+from pipeline.datasets.base import Dataset, DatasetError, is_ignored
+from pipeline.datasets.market1501 import MARKET1501
 from pipeline.core.fsutil import replace_dir
 
 
@@ -149,15 +150,15 @@ def _write(members: list[Member], root: Path, open_member: Callable[[Member], ob
 
 
 def _skip_litter(parts: tuple[str, ...]) -> bool:
-    return any(market.is_ignored(p) for p in parts)
+    return any(is_ignored(p) for p in parts)
 
 
-def extract_dataset(archive: Path, target: Path) -> dict[str, int]:
-    """Safely extract a Market-1501 archive so that `target` holds the split folders.
+def extract_dataset(archive: Path, target: Path, dataset: Dataset = MARKET1501) -> dict[str, int]:
+    """Safely extract a dataset archive so that `target` holds the dataset's split folders.
 
-    The archive's single top folder (Market-1501-v15.09.15/) or its root must hold
-    bounding_box_train/, bounding_box_test/ and query/. Returns image counts per split.
-    On any error (ArchiveError, market.DatasetError) `target` is left as it was.
+    The archive's single top folder (Market-1501-v15.09.15/) or its root must hold the
+    split folders (Market: bounding_box_train/, bounding_box_test/, query/). Returns image
+    counts per split. On any error (ArchiveError, DatasetError) `target` is left as it was.
     """
     archive, target = Path(archive), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +166,11 @@ def extract_dataset(archive: Path, target: Path) -> dict[str, int]:
     try:
         safe_extract(archive, tmp, skip=_skip_litter)
         try:
-            root = market.find_root(tmp)
-            counts = market.check_layout(root)
-        except market.DatasetError as exc:
+            root = dataset.find_root(tmp)
+            counts = dataset.check_layout(root)
+        except DatasetError as exc:
             # Name the archive, not the throwaway temp folder.
-            raise market.DatasetError(f"{archive}: {str(exc).replace(str(tmp), '<archive>')}") from exc
+            raise DatasetError(f"{archive}: {str(exc).replace(str(tmp), '<archive>')}") from exc
         replace_dir(root, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

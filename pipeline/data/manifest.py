@@ -1,8 +1,10 @@
-"""The image manifest: one row per image of a Market-1501-layout dataset (Parquet).
+"""The image manifest: one row per image of a dataset folder (Parquet).
 
-Columns: name (original file name), path (relative to the dataset root, POSIX), person_id
-(-1 junk, 0 distractor), camera, split (train / test / query), width, height (from the image
-header; 0 x 0 when the file cannot be read). Rows are sorted by split then name, so the
+Columns: name (file name), path (relative to the dataset root, POSIX), person_id (Market:
+-1 junk, 0 distractor), camera, item_id (what a pair's two images share: the person, or
+DeepFashion's clothing item), split (train / test / query), width, height (from the image
+header; 0 x 0 when the file cannot be read). The dataset (pipeline.datasets) decides the
+ids from the names, once. Rows are sorted by split then name, so the
 same folder always gives the same table. A small JSON sidecar records where the data came
 from (URL or archive, checksum) and counts.
 """
@@ -16,10 +18,13 @@ from typing import Any, Mapping
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.datasets import market1501 as market
+from pipeline.datasets.base import Dataset
+from pipeline.datasets.market1501 import DISTRACTOR_ID, JUNK_ID, MARKET1501
 
-COLUMNS: tuple[str, ...] = ("name", "path", "person_id", "camera", "split", "width", "height")
-_DTYPES = {"person_id": "int64", "camera": "int64", "width": "int64", "height": "int64"}
+COLUMNS: tuple[str, ...] = ("name", "path", "person_id", "camera", "item_id", "split",
+                            "width", "height")
+_DTYPES = {"person_id": "int64", "camera": "int64", "item_id": "int64", "width": "int64",
+           "height": "int64"}
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -31,24 +36,25 @@ def image_size(path: Path) -> tuple[int, int]:
         return 0, 0
 
 
-def build_manifest(root: Path) -> pd.DataFrame:
-    """Scan a dataset root (bounding_box_train/, bounding_box_test/, query/) into a table.
+def build_manifest(root: Path, dataset: Dataset = MARKET1501) -> pd.DataFrame:
+    """Scan a dataset root (the dataset's split folders) into a table.
 
-    Raises market.DatasetError when a split folder is missing or a .jpg is misnamed.
+    Raises DatasetError when a split folder is missing or a file name does not fit.
     """
     root = Path(root)
-    images = market.list_images(root)
-    rows: list[tuple[Any, ...]] = []
-    for split, names in images.items():
-        sub = market.SPLIT_DIRS[split]
-        for name in names:
-            try:
-                pid, cam = market.parse_name(name)
-            except ValueError as exc:
-                raise market.DatasetError(f"{root / sub}: {exc}") from exc
-            w, h = image_size(root / sub / name)
-            rows.append((name, f"{sub}/{name}", pid, cam, split, w, h))
-    df = pd.DataFrame(rows, columns=list(COLUMNS)).astype(_DTYPES)
+    frames = []
+    for split, names in dataset.list_images(root).items():
+        sub = dataset.split_dirs[split]
+        try:
+            ids = dataset.identify(names)
+        except ValueError as exc:
+            raise type(exc)(f"{root / sub}: {exc}") from exc
+        sizes = [image_size(root / sub / name) for name in names]
+        frames.append(pd.DataFrame({
+            "name": names, "path": [f"{sub}/{name}" for name in names], **ids,
+            "split": split, "width": [w for w, _ in sizes], "height": [h for _, h in sizes],
+        }, columns=list(COLUMNS)))
+    df = pd.concat(frames, ignore_index=True).astype(_DTYPES)
     return df.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
 
 
@@ -67,6 +73,8 @@ def read_manifest(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found (run the download stage)")
     df = pd.read_parquet(path)
+    if "item_id" not in df.columns and "person_id" in df.columns:
+        df["item_id"] = df["person_id"]  # manifests written before item_id: the person is the item
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a manifest, missing column(s) {missing}")
@@ -80,8 +88,8 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
         "images": int(len(df)),
         "per_split": {s: int(n) for s, n in df.split.value_counts().sort_index().items()},
         "identities": {s: int(n) for s, n in ids.groupby("split").person_id.nunique().items()},
-        "junk": int((df.person_id == market.JUNK_ID).sum()),
-        "distractors": int((df.person_id == market.DISTRACTOR_ID).sum()),
+        "junk": int((df.person_id == JUNK_ID).sum()),
+        "distractors": int((df.person_id == DISTRACTOR_ID).sum()),
         "unreadable": int(((df.width == 0) | (df.height == 0)).sum()),
     }
 

@@ -101,7 +101,12 @@ class PairDataset(Dataset):
         root = Path(dataset_dir)
         self.paths: list[str] = [str(root / p) for p in man["path"].astype(str)]
 
+        # Identity of each image as the dataset decided it (manifest, else keypoint table).
+        ids = man if "person_id" in man.columns else None
         kpt = _rows_by_name(keypoints_table, self.names, "keypoint table")
+        ids = ids if ids is not None else (kpt if "person_id" in kpt.columns else None)
+        self.person_ids: np.ndarray = (ids["person_id"].to_numpy(np.int64) if ids is not None
+                                       else np.arange(len(self.names), dtype=np.int64))
         src_wh = self._source_sizes(kpt, man)
         self.keypoints = scale_keypoints(keypoints_array(kpt), src_wh, (self.height, self.width))
 

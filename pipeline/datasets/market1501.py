@@ -5,11 +5,14 @@ A Market-1501 crop is named `PPPP_cCsS_FFFFFF_BB.jpg`: person id (4 digits, `-1`
 """
 from __future__ import annotations
 
-import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
+
+from pipeline.datasets.base import Dataset, DatasetError, Download, is_ignored  # noqa: F401 (re-exported)
 
 # split name -> folder inside the extracted dataset
 SPLIT_DIRS: dict[str, str] = {
@@ -55,76 +58,60 @@ def format_name(person_id: int, camera: int, frame: int, index: int = 0, sequenc
     return f"{pid}_c{camera}s{sequence}_{frame:06d}_{index:02d}.jpg"
 
 
-# --------------------------------------------------------------------------- layout
+# --------------------------------------------------------------------------- the dataset
 
 ARCHIVE_NAME = "Market-1501-v15.09.15.zip"
-# OS litter that archives and folders carry; never an error, never listed.
-IGNORED_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
-IGNORED_DIRS = frozenset({"__macosx"})
+# The canonical OpenPose keypoints (name:keypoints_y:keypoints_x) of 128x64 crops and the fixed
+# 12,000 test pairs every published number is measured on (method.md).
+ANNOTATION_FILES = {"train": "market-annotation-train.csv", "test": "market-annotation-test.csv"}
+TEST_PAIRS_FILE = "market-pairs-test.csv"
+CANONICAL_HW = (128, 64)
 
 
-class DatasetError(ValueError):
-    """A folder that is not a usable Market-1501-layout dataset."""
+@dataclass(frozen=True)
+class Market1501(Dataset):
+    """Market-1501: person id and camera from the name; a pair's item is its person."""
+
+    def identify(self, names: Sequence[str]) -> pd.DataFrame:
+        parts = pd.Series(list(map(str, names)), dtype="string").str.extract(NAME_RE.pattern)
+        bad = parts[0].isna()
+        if bad.any():
+            first = str(list(names)[int(bad.to_numpy().argmax())])
+            raise DatasetError(f"{int(bad.sum())} file name(s) not named like Market-1501 "
+                               f"(PPPP_cCsS_FFFFFF_BB.jpg), e.g. {first!r}")
+        pid = parts[0].astype("int64").to_numpy()
+        return pd.DataFrame({"person_id": pid, "camera": parts[1].astype("int64").to_numpy(),
+                             "item_id": pid})
+
+    def canonical_names(self, names: Sequence[str]) -> pd.Series:
+        return canonical_names(names)
 
 
-def is_ignored(name: str) -> bool:
-    """True for OS litter (Thumbs.db, .DS_Store, macOS `._x` resource forks, __MACOSX)."""
-    low = name.lower()
-    return low in IGNORED_FILES or low in IGNORED_DIRS or name.startswith("._")
+MARKET1501 = Market1501(
+    name="market1501",
+    split_dirs=SPLIT_DIRS,
+    image_hw=CANONICAL_HW,
+    download=Download(
+        ARCHIVE_NAME,
+        "https://drive.usercontent.google.com/download?id=0B8-rUzbwVRk0c054eEozWG9COHM"
+        "&export=download&confirm=t",
+        "md5:65005ab7d12ec1c44de4eeafe813e68a",
+    ),
+    annotation_files=ANNOTATION_FILES,
+    test_pairs_file=TEST_PAIRS_FILE,
+)
 
 
 def find_root(folder: Path) -> Path:
-    """The dataset root inside an extracted archive: `folder` itself when it holds the split
-    folders, else its single top-level folder (Market-1501-v15.09.15/) when that does."""
-    folder = Path(folder)
-    if _has_splits(folder):
-        return folder
-    subdirs = [p for p in folder.iterdir() if p.is_dir() and not is_ignored(p.name)]
-    if len(subdirs) == 1 and _has_splits(subdirs[0]):
-        return subdirs[0]
-    wanted = ", ".join(SPLIT_DIRS.values())
-    found = sorted(p.name for p in folder.iterdir() if not is_ignored(p.name))
-    raise DatasetError(
-        f"{folder}: no Market-1501 layout ({wanted}) at the top or under a single top folder; "
-        f"found {found[:10]}"
-    )
-
-
-def _has_splits(folder: Path) -> bool:
-    return all((folder / d).is_dir() for d in SPLIT_DIRS.values())
+    """The Market-1501 root inside an extracted archive (Dataset.find_root)."""
+    return MARKET1501.find_root(folder)
 
 
 def list_images(root: Path) -> dict[str, list[str]]:
     """Split -> sorted .jpg file names in its folder (litter skipped, names not checked)."""
-    root = Path(root)
-    out: dict[str, list[str]] = {}
-    for split, sub in SPLIT_DIRS.items():
-        folder = root / sub
-        if not folder.is_dir():
-            raise DatasetError(f"{root}: missing split folder {sub}/")
-        with os.scandir(folder) as it:
-            out[split] = sorted(
-                e.name for e in it
-                if e.name.lower().endswith(".jpg") and not is_ignored(e.name) and e.is_file()
-            )
-    return out
+    return MARKET1501.list_images(root)
 
 
 def check_layout(root: Path) -> dict[str, int]:
-    """Verify a dataset root and return the image count per split.
-
-    Requires the three split folders, every .jpg in them named like Market-1501, and at
-    least one training image. Raises DatasetError naming the folder and the offending files.
-    """
-    root = Path(root)
-    images = list_images(root)
-    for split, names in images.items():
-        bad = [n for n in names if not is_market_name(n)]
-        if bad:
-            raise DatasetError(
-                f"{root / SPLIT_DIRS[split]}: {len(bad)} .jpg file(s) not named like Market-1501 "
-                f"(PPPP_cCsS_FFFFFF_BB.jpg), e.g. {bad[:3]}"
-            )
-    if not images["train"]:
-        raise DatasetError(f"{root / SPLIT_DIRS['train']}: no training images")
-    return {split: len(names) for split, names in images.items()}
+    """Verify a Market-1501 root and return the image count per split (Dataset.check_layout)."""
+    return MARKET1501.check_layout(root)

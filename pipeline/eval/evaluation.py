@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 
 from pipeline.core.config import EvaluateConfig, TrackingConfig
-from pipeline.eval.samples import first_per_identity, to_uint8  # one rounding for PNGs and validation
+from pipeline.eval.samples import first_per_identity, pair_identities, to_uint8  # one rounding for PNGs and validation
+from pipeline.model.build import GEN_KEYS, run_generator
 
 SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
 IMAGES_DIR = "images"
@@ -99,9 +100,9 @@ def generate_test_images(
     generator.eval()
     rows = []
     for batch in loader:
-        b = {k: batch[k].to(device) for k in ("xa", "ha", "hb", "kpa", "kpb")}
+        b = {k: batch[k].to(device) for k in GEN_KEYS}
         with _autocast(device):
-            fake = generator(b["xa"], b["ha"], b["hb"], b["kpa"], b["kpb"]).image
+            fake = run_generator(generator, b).image
         gen = to_uint8(fake)
         for img, a, bn in zip(gen, batch["name_a"], batch["name_b"]):
             name = pair_file(a, bn)
@@ -111,24 +112,6 @@ def generate_test_images(
         if on_batch is not None:
             on_batch(batch, gen)
     return pd.DataFrame(rows, columns=["from", "to", "file"])
-
-
-def person_key(name: str) -> str:
-    """Identity of an image: the Market-1501 person id of its name, else the name itself."""
-    from pipeline.datasets.market1501 import parse_name
-
-    try:
-        return str(parse_name(Path(str(name)).name)[0])
-    except ValueError:
-        return str(name)
-
-
-def identity_rows(source_names, n: int) -> np.ndarray:
-    """Indices of the first pair of each distinct source identity, in pair order, at most n.
-
-    source_names: the pairs' source image names [P]. Returns int64 [min(n, #identities)].
-    """
-    return first_per_identity([person_key(a) for a in source_names], int(n))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -178,7 +161,7 @@ def score_generated(
     }
     grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
     n = len(dataset) if cfg.max_pairs is None else min(int(cfg.max_pairs), len(dataset))
-    wanted = identity_rows(dataset.names[dataset.pair_a[:n]], cfg.grid_pairs)
+    wanted = first_per_identity(pair_identities(dataset, np.arange(n)), int(cfg.grid_pairs))
     seen = [0]  # pairs generated so far: the index of the batch's first pair
 
     def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:

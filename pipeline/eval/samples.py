@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from pipeline.model.checkpoint import unwrap
 from pipeline.core.device import DeviceSetup
+from pipeline.model.build import GEN_KEYS, run_generator
 
 GRID_ROWS = 8
-GEN_KEYS = ("xa", "ha", "hb", "kpa", "kpb")
 
 
 # --------------------------------------------------------------------------- generation
@@ -33,7 +33,7 @@ def generate(G: nn.Module, batch: Mapping[str, Tensor], setup: DeviceSetup) -> T
     try:
         b = {k: batch[k].to(setup.device) for k in GEN_KEYS}
         with setup.autocast():
-            return g(b["xa"], b["ha"], b["hb"], b["kpa"], b["kpb"]).image
+            return run_generator(g, b).image
     finally:
         g.train(was_training)
 
@@ -48,12 +48,6 @@ def to_uint8(x: Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------- grid rows
 
 
-def identity(name: str) -> str:
-    """Person id of an image name: the part before the first '_' (Market-1501 naming,
-    `0002_c1s1_000451_03.jpg` -> '0002')."""
-    return str(name).split("_", 1)[0]
-
-
 def first_per_identity(ids: Sequence[Any], k: int = GRID_ROWS) -> np.ndarray:
     """Positions of the first entry of each distinct id, in order of appearance, at most k.
 
@@ -66,15 +60,11 @@ def first_per_identity(ids: Sequence[Any], k: int = GRID_ROWS) -> np.ndarray:
 
 
 def pair_identities(dataset: Any, indices: Sequence[int]) -> np.ndarray:
-    """Person id of the source image of each pair index (vectorised over a PairDataset's
-    name table; datasets without one are asked for the items)."""
+    """Person id of the source image of each pair index: the dataset's own ids (a
+    PairDataset's person_ids, decided by pipeline.datasets from the names), vectorised.
+    indices: [P]. Returns int64 [P]."""
     indices = np.asarray(indices, dtype=np.int64)
-    names, pair_a = getattr(dataset, "names", None), getattr(dataset, "pair_a", None)
-    if names is None or pair_a is None:
-        items = dataset.__getitems__(indices.tolist()) if len(indices) else []
-        return np.asarray([identity(it["name_a"]) for it in items], dtype=object)
-    per_image = np.asarray([identity(n) for n in names], dtype=object)
-    return per_image[np.asarray(pair_a)[indices]]
+    return np.asarray(dataset.person_ids)[np.asarray(dataset.pair_a)[indices]]
 
 
 def grid_pairs(dataset: Any, candidates: Sequence[int] | None = None, k: int = GRID_ROWS,

@@ -38,6 +38,7 @@ import torch
 from pipeline.infer.crop import Box, crop_box, crop_image, map_keypoints, person_extent, whole_image_box
 from pipeline.core.keypoints import J, NUM_JOINTS, present, read_annotation_csv
 from pipeline.data.pairs import REQUIRED_JOINTS
+from pipeline.model.build import run_generator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ASPECT_TOLERANCE = 0.1  # relative aspect-ratio difference under which an image is used whole
@@ -245,8 +246,9 @@ def generate(G: torch.nn.Module, source: Person, targets: np.ndarray, sigma: flo
         kpb = torch.from_numpy(np.asarray(targets[s : s + batch_size], np.float32)).to(device)
         n = len(kpb)
         hb = render_heatmaps(kpb, h, w, sigma)
-        fake = G(xa.expand(n, -1, -1, -1), ha.expand(n, -1, -1, -1), hb,
-                 kpa.expand(n, -1, -1), kpb).image
+        batch = {"xa": xa.expand(n, -1, -1, -1), "ha": ha.expand(n, -1, -1, -1), "hb": hb,
+                 "kpa": kpa.expand(n, -1, -1), "kpb": kpb}
+        fake = run_generator(G, batch).image
         out.append(to_uint8(fake))
     return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
 

@@ -230,13 +230,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     Returns (Generator, meta) with meta = {"model": ModelConfig, "image": ImageConfig,
     **extra}.
     """
-    from pipeline.model.generator import Generator
+    from pipeline.model.build import build_generator
 
     payload = safe_load(path)
     if payload.get("kind") != "generator" or "state_dict" not in payload:
         raise CheckpointError(f"{path}: not a generator file written by save_generator")
     model_cfg, image_cfg = configs_from_meta(payload, path)
-    G = Generator(model_cfg, image_cfg.height, image_cfg.width)
+    G = build_generator(model_cfg, image_cfg.height, image_cfg.width)
     try:
         G.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

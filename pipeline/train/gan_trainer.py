@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from pipeline.model.checkpoint import unwrap
 from pipeline.core.config import Params
 from pipeline.core.device import DeviceSetup, DistInfo, adam_implementation
+from pipeline.model.build import run_generator
 
 BATCH_KEYS = ("xa", "xb", "ha", "hb", "kpa", "kpb")
 ADAM_IMPLS = ("auto", "fused", "foreach", "loop")
@@ -95,7 +96,7 @@ class GanTrainer:
     def frozen_fake(self, src: Mapping[str, Tensor]) -> Tensor:
         """G(src) as a constant for the D step: no graph, G left in its (train) mode."""
         with torch.no_grad(), self.setup.autocast():
-            return unwrap(self.G)(src["xa"], src["ha"], src["hb"], src["kpa"], src["kpb"]).image
+            return run_generator(unwrap(self.G), src).image
 
     def discriminator_step(self, real: Mapping[str, Tensor], fake_src: Mapping[str, Tensor],
                            fake_image: Tensor) -> dict[str, Tensor]:
@@ -125,7 +126,7 @@ class GanTrainer:
 
     def _generate(self, src: Mapping[str, Tensor]) -> Any:
         with self.setup.autocast():
-            return self.G(src["xa"], src["ha"], src["hb"], src["kpa"], src["kpb"])
+            return run_generator(self.G, src)
 
     def step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         b = self.to_device(batch)
@@ -175,12 +176,12 @@ def build_trainer(params: Params, setup: DeviceSetup, info: DistInfo = DistInfo(
     """Generator, discriminator (DDP-wrapped when distributed), losses and optimisers.
     The loss reads D's output as sigmoid probabilities for model.disc_head original, else
     as logits."""
-    from pipeline.model.discriminator import DISC_OUTPUT, Discriminator
-    from pipeline.model.generator import Generator
+    from pipeline.model.build import build_discriminator, build_generator
+    from pipeline.model.discriminator import DISC_OUTPUT
     from pipeline.model.losses import LossComputer
 
-    G = setup.prepare(Generator(params.model, params.image.height, params.image.width))
-    D = setup.prepare(Discriminator(params.model))
+    G = setup.prepare(build_generator(params.model, params.image.height, params.image.width))
+    D = setup.prepare(build_discriminator(params.model))
     # The VGG gets the networks' memory format too: its input (generated and real images)
     # is channels_last on CUDA, and a contiguous weight would be re-laid out at every conv.
     losses = setup.prepare(LossComputer(params.loss, disc_output=DISC_OUTPUT[params.model.disc_head]))

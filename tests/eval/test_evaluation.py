@@ -11,9 +11,11 @@ from PIL import Image
 
 from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import EvaluateConfig, ImageConfig, TrackingConfig
-from pipeline.eval.evaluation import (evaluate_model, headline_metrics, identity_rows, pair_file, sample_grid,
+from pipeline.eval.evaluation import (evaluate_model, headline_metrics, pair_file, sample_grid,
                                  text_entries, write_summary)
 from pipeline.metrics.ssim import ssim
+from pipeline.datasets.market1501 import MARKET1501
+from pipeline.eval.samples import first_per_identity
 
 H, W = 64, 32  # model resolution; the synthetic crops are 128x64, so loading resizes
 from support.eval_data import TINY, build_eval_data
@@ -162,10 +164,11 @@ def test_identity_rows_take_the_first_pair_of_each_person():
     names = ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c1s1_000101_01.jpg",
              "0002_c3s1_000101_01.jpg", "0005_c1s1_000101_01.jpg", "0007_c2s1_000101_01.jpg",
              "0009_c1s1_000101_01.jpg"]
-    assert identity_rows(names, 8).tolist() == [0, 2, 4, 6]
-    assert identity_rows(names, 2).tolist() == [0, 2]
-    assert identity_rows(names, 0).tolist() == []
-    assert identity_rows(["a.png", "b.png", "a.png"], 8).tolist() == [0, 1]  # not Market: by name
+    ids = MARKET1501.identify(names)["person_id"].to_numpy()  # the dataset decides identity
+    assert first_per_identity(ids, 8).tolist() == [0, 2, 4, 6]
+    assert first_per_identity(ids, 2).tolist() == [0, 2]
+    assert first_per_identity(ids, 0).tolist() == []
+    assert first_per_identity(["a.png", "b.png", "a.png"], 8).tolist() == [0, 1]
 
 
 def test_metrics_file_holds_numbers_and_tags_hold_the_text():
