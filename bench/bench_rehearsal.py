@@ -1,4 +1,5 @@
-"""Full-size rehearsal: every stage of configs/market1501.yaml under `dvc repro`, on a
+"""Full-size rehearsal: every stage of the paper's Market-1501 config (dataset=market1501
+mode=paper) under `dvc repro`, on a
 Market-1501-shaped synthetic archive (pipeline/synthetic/market_archive.py).
 
     .venv/bin/python bench/bench_rehearsal.py [--work DIR] [--archive ZIP] [--steps 20]
@@ -6,7 +7,7 @@ Market-1501-shaped synthetic archive (pipeline/synthetic/market_archive.py).
 
 A throw-away git + DVC project (tests/dvc_project.py style) gets the Market config with
 data.archive = the generated zip, the canonical annotations and pairs and the weights
-passed as params (only in that temporary project: configs/ names no ../shared path) and
+passed as params (only in that temporary project: conf/ names no ../shared path) and
 train.steps shortened. Each stage runs as `dvc repro -s <stage>` under a wrapper that
 reports the peak RSS of its process tree (RUSAGE_CHILDREN: the largest process, here the
 stage's python). Prints per stage: wall time, peak RSS, bytes written (the stage's outs);
@@ -28,13 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from dvc_project import COPY, project_env, run, update_params
+from dvc_project import make_project, project_env
 
 STAGES = ("download", "pose", "heatmaps", "pairs", "train", "evaluate")
 DATA_STAGES = STAGES[:4]
 FULL_STEPS, FULL_BATCH = 90_000, 4
 SHARED = ROOT.parent / "shared"
-# The outs of each stage (paths of configs/market1501.yaml), for "bytes written".
+# The outs of each stage (the default paths), for "bytes written".
 OUTS = {
     "download": ["data/dataset", "data/manifest.parquet", "data/dataset_summary.json"],
     "pose": ["data/keypoints.parquet", "data/pose_summary.json"],
@@ -58,7 +59,7 @@ def size_of(path: Path) -> int:
 
 
 def input_settings(archive: Path, annotations: Path, weights: Path) -> dict:
-    """Params that point configs/market1501.yaml at a local archive, annotation folder and
+    """Params that point the Market-1501 config at a local archive, annotation folder and
     weights folder (the rehearsal and the scaled test in the suite share them)."""
     return {
         "data.archive": str(archive),
@@ -74,20 +75,8 @@ def input_settings(archive: Path, annotations: Path, weights: Path) -> dict:
 
 
 def make_market_project(dest: Path, changes: dict) -> Path:
-    """The project's code + configs/market1501.yaml as params.yaml + changes, committed."""
-    for rel in COPY:
-        src, target = ROOT / rel, dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.is_file():
-            shutil.copy2(src, target)
-    shutil.copy2(ROOT / "configs" / "market1501.yaml", dest / "params.yaml")
-    update_params(dest / "params.yaml", changes)
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "rehearsal"], dest)
-    return dest
+    """The project's code with the paper's Market-1501 config groups + changes, committed."""
+    return make_project(dest, changes, groups={"dataset": "market1501", "mode": "paper"})
 
 
 def run_stage(project: Path, stage: str, env: dict, log: Path) -> dict:

@@ -44,7 +44,7 @@ def contact_sheet(path: Path, ids: int, per_id: int, height: int, width: int, se
 
 def pose_agreement(root: Path, weights: Path) -> None:
     """Run a real pose detector on the generated train images and compare with the truth."""
-    from pipeline import pose  # lazy: imports ultralytics
+    from pipeline.data import pose  # lazy: imports ultralytics
     from pipeline.core.config import PoseConfig
     from pipeline.core.keypoints import keypoints_array, read_annotation_csv
 

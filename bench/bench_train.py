@@ -13,7 +13,7 @@
                where the CPU has native bf16), fused Adam, pipeline.core.allocator tuning
      paper     the original everything (ModelConfig() defaults, batches_per_step 3,
                float32), fused Adam, tuned allocator
-     plus      configs/market1501-plus.yaml's model and train.amp / batches_per_step
+     plus      the plus mode's model and train.amp / batches_per_step (conf/mode/plus.yaml)
    Per configuration: s/step, generator-updated images/s (B per step), pairs consumed/s
    (B * batches_per_step), minor page faults and system CPU seconds per step
    (resource.getrusage), peak RSS. Then `default vs fp32: N.NNx` (goal >= 2x).
@@ -38,7 +38,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VGG = ROOT.parent / "shared" / "weights" / "vgg19_features_caffe_rgb_fp16.pt"
-PLUS_CONFIG = ROOT / "configs" / "market1501-plus.yaml"
 OURS = dict(norm="instance", block_bias=True, disc_head="patch", init="normal", affine_fit="lstsq",
             part_masks="rect", warp_sampling="bilinear")
 # name -> (model overrides or "plus", batches_per_step or None = plus's, amp, Adam, tuned allocator)
@@ -55,12 +54,13 @@ CONFIGS = {
 def _params(name: str, batch: int, vgg: str | None):
     import dataclasses
 
-    from pipeline.core.config import LossConfig, ModelConfig, Params, TrainConfig, load_params
+    from pipeline.core.config import LossConfig, ModelConfig, Params, TrainConfig
+    from stages.params import composed
 
     model, bps, amp, _, _ = CONFIGS[name]
     loss = LossConfig(vgg_weights=vgg) if vgg else LossConfig(nn_weight=0.0)
     if model == "plus":
-        plus = load_params(PLUS_CONFIG)
+        plus = composed("dataset=market1501", "mode=plus")
         model, bps, amp = plus.model, plus.train.batches_per_step, plus.train.amp
         loss = dataclasses.replace(plus.loss, vgg_weights=vgg) if vgg else \
             dataclasses.replace(plus.loss, nn_weight=0.0, perceptual_weight=0.0)

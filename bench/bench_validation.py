@@ -1,6 +1,7 @@
 """Cost of validation during training, against the training it interrupts (one run, one machine).
 
-For each params file (default: params.yaml, the quickstart, and configs/market1501.yaml):
+For each params file or config-group choice (default: params.yaml, the quickstart, and
+`dataset=market1501,mode=paper`, the paper's Market-1501 config composed from conf/):
 build the run's trainer, time train steps (one loader batch of batch_size * batches_per_step
 pairs each) and a validation of train.val_pairs pairs (pipeline.train.validation.validate: eval
 mode, no grad, the setup's autocast, SSIM + mask-SSIM + masked L1), and print
@@ -13,7 +14,7 @@ Synthetic in-memory pairs (noise images, a jittered standing pose, Gaussian heat
 networks' cost does not depend on the pixels; JPEG decoding (done by loader workers during
 training, in the main process for validation) is left out on both sides.
 
-    python bench/bench_validation.py [--params params.yaml configs/market1501.yaml]
+    python bench/bench_validation.py [--params params.yaml dataset=market1501,mode=paper]
         [--steps 3] [--weights-dir ../shared/weights] [--pose-weights ../shared/weights/yolo11n-pose.pt]
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from stages.params import compose  # noqa: E402
+
 # A standing person in 128x64 pixels, OpenPose-18 order (x, y).
 BASE_POSE = np.array([
     [32, 14], [32, 28], [22, 28], [19, 46], [17, 62], [42, 28], [45, 46], [47, 62],
@@ -38,7 +42,7 @@ BASE_POSE = np.array([
 
 
 class MemoryPairs:
-    """n pairs of the training item layout (pipeline/data.py), generated once."""
+    """n pairs of the training item layout (pipeline/data/pair_dataset.py), generated once."""
 
     def __init__(self, n: int, height: int, width: int, sigma: float, seed: int = 0):
         from pipeline.data.heatmaps import render_heatmaps
@@ -105,7 +109,7 @@ def bench(params_file: str, steps: int, pose_weights: str | None) -> dict[str, f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", nargs="+", default=["params.yaml", "configs/market1501.yaml"])
+    ap.add_argument("--params", nargs="+", default=["params.yaml", "dataset=market1501,mode=paper"])
     ap.add_argument("--steps", type=int, default=3, help="timed train steps per config")
     ap.add_argument("--weights-dir", default=str(ROOT.parent / "shared" / "weights"),
                     help="$DEFORMABLE_GAN_WEIGHTS for the VGG19 of the NN loss")
@@ -118,7 +122,13 @@ def main() -> None:
     print(f"{'params':<26}{'s/step':>9}{'val_pairs':>10}{'s/val':>8}{'val_every':>10}{'fraction':>10}"
           f"{'s/PCKh':>8}")
     for pf in args.params:
-        r = bench(str(ROOT / pf) if not Path(pf).is_absolute() else pf, args.steps, args.pose_weights)
+        if "=" in pf:  # config groups: compose them into a temporary params file
+            out = Path(tempfile.mkdtemp()) / "params.yaml"
+            compose(out, pf.split(","))
+            pf_path = str(out)
+        else:
+            pf_path = str(ROOT / pf) if not Path(pf).is_absolute() else pf
+        r = bench(pf_path, args.steps, args.pose_weights)
         pckh = f"{r['t_pckh']:>8.2f}" if "t_pckh" in r else f"{'-':>8}"
         print(f"{pf:<26}{r['t_step']:>9.3f}{r['val_pairs']:>10}{r['t_val']:>8.2f}{r['val_every']:>10}"
               f"{r['fraction']:>9.2%} {pckh}", flush=True)

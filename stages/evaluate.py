@@ -154,7 +154,7 @@ def format_summary(summary: dict[str, Any], indent: str = "  ") -> str:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.core.allocator import tune_allocator
 
-    tune_allocator()  # before torch allocates: keep freed memory (pipeline/allocator.py)
+    tune_allocator()  # before torch allocates: keep freed memory (pipeline/core/allocator.py)
     ap = build_parser()
     args = ap.parse_args(argv)
     try:

@@ -4,7 +4,7 @@
                               [--preview FILE] [--manifest FILE] [--dataset DIR]
 
 Stores every row of the keypoint table, scaled to image.height x image.width, as a heatmap
-store (pipeline/heatmap_store.py: keypoints on disk, Gaussians of sigma heatmaps.sigma
+store (pipeline/data/heatmap_store.py: keypoints on disk, Gaussians of sigma heatmaps.sigma
 rendered on read, the values of a uint8 store). The preview finds its images through the manifest (name, path relative to
 the dataset folder); without them it draws on grey tiles and says so.
 """

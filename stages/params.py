@@ -36,6 +36,14 @@ def compose(out: Path, overrides: list[str]) -> None:
     load_params(out)  # the composition must be a valid Params (unknown keys, types)
 
 
+def composed(*overrides: str) -> Params:
+    """The Params that conf/ composes to with `overrides` (e.g. "dataset=market1501")."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "params.yaml"
+        compose(out, list(overrides))
+        return load_params(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.params", description=__doc__.split("\n\n")[0])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=market1501 mode=paper")

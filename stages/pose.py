@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if backend == "yolo":
-        # A weights name or a local file (pipeline/weights.py): a missing one is one line.
+        # A weights name or a local file (pipeline/core/weights.py): a missing one is one line.
         spec, param = (args.weights, "--weights") if args.weights else (cfg.weights, "pose.weights")
         model = load_model(str(resolve_weights(spec, param)), cfg.device)
         table = estimate_manifest(manifest, dataset, model, cfg)

@@ -55,7 +55,7 @@ def configure_threads() -> None:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.core.allocator import tune_allocator
 
-    tune_allocator()  # before torch allocates: keep freed memory (pipeline/allocator.py)
+    tune_allocator()  # before torch allocates: keep freed memory (pipeline/core/allocator.py)
     args = parse_args(argv)
     from pipeline.model.checkpoint import CheckpointError
     from pipeline.core.config import ConfigError

@@ -20,14 +20,14 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-# Weights (pipeline/weights.py): the offline copies in ../shared/weights when present, and
+# Weights (pipeline/core/weights.py): the offline copies in ../shared/weights when present, and
 # never a real download: the canonical URLs' base points at a closed local port (the
 # discard port), so a stray download fails at once instead of hanging or going online.
 # Tests that exercise downloads point it at their own 127.0.0.1 server.
 if (SHARED / "weights").is_dir():
     os.environ.setdefault("DEFORMABLE_GAN_WEIGHTS", str(SHARED / "weights"))
 os.environ.setdefault("DEFORMABLE_GAN_WEIGHTS_URL", "http://127.0.0.1:9/no-downloads-in-tests")
-# Likewise Google Drive (pipeline/download.py): its hosts are routed to the closed port.
+# Likewise Google Drive (pipeline/data/download.py): its hosts are routed to the closed port.
 os.environ.setdefault("DEFORMABLE_GAN_DRIVE_URL", "http://127.0.0.1:9")
 
 
@@ -54,3 +54,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The local Range/ETag HTTP server fixture, shared by the downloader and stage tests.
+from support.range_server import server  # noqa: E402,F401

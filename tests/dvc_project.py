@@ -66,8 +66,19 @@ def update_params(path: Path, changes: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_project(dest: Path, changes: dict[str, Any]) -> Path:
-    """Copy the project into dest, apply param changes, and commit it in a new git repo."""
+def choose_groups(config: Path, groups: dict[str, str]) -> None:
+    """Set the config groups (e.g. {'dataset': 'market1501', 'mode': 'paper'}) in the
+    defaults list of conf/config.yaml."""
+    raw = yaml.safe_load(config.read_text())
+    raw["defaults"] = [{k: groups.get(k, v)} if isinstance(item, dict) else item
+                       for item in raw["defaults"]
+                       for k, v in (item.items() if isinstance(item, dict) else [(None, None)])]
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def make_project(dest: Path, changes: dict[str, Any], groups: dict[str, str] | None = None) -> Path:
+    """Copy the project into dest, choose config groups, apply param changes, and commit it
+    in a new git repo."""
     for rel in COPY:
         src = ROOT / rel
         target = dest / rel
@@ -78,6 +89,7 @@ def make_project(dest: Path, changes: dict[str, Any]) -> Path:
             shutil.copy2(src, target)
     # The changes go into conf/ (DVC composes params.yaml from it at every `exp run -S`),
     # and params.yaml is regenerated from it as `python -m stages.params` does.
+    choose_groups(dest / "conf" / "config.yaml", groups or {})
     update_params(dest / "conf" / "config.yaml", changes)
     run([sys.executable, "-m", "stages.params"], dest)
     run(["git", "init", "-q", "-b", "main"], dest)

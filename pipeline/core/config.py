@@ -135,7 +135,7 @@ class LossConfig:
     perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4")
     offset_smooth_weight: float = 0.0
     l1_weight: float = 0.0
-    # A weights name (pipeline/weights.py: vgg19_keras, the original's; vgg19_torchvision,
+    # A weights name (pipeline/core/weights.py: vgg19_keras, the original's; vgg19_torchvision,
     # alias imagenet) or a local file.
     vgg_weights: str = "vgg19_keras"
     # VGG input convention; null = "imagenet" for torchvision weights, else "caffe_rgb".
@@ -176,7 +176,7 @@ class EvaluateConfig:
     batch_size: int = 32
     max_pairs: int | None = None
     checkpoint: Literal["last", "best"] = "last"  # models/generator.pt | models/best.pt
-    # Weights names (pipeline/weights.py) or local files; null = not computed.
+    # Weights names (pipeline/core/weights.py) or local files; null = not computed.
     inception_weights: str | None = "inception_fid"
     lpips_weights: str | None = "lpips_alex"
     alexnet_weights: str | None = "alexnet"

@@ -1,16 +1,58 @@
-"""Small file-system helpers shared by the stages: streamed digests and atomic folder swaps."""
+"""File-system helpers shared by every stage: streamed digests, the one atomic file write
+(and its JSON / text forms) and atomic folder swaps."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 
 def file_digest(path: str | Path, algo: str = "sha256") -> str:
     """Hex digest of a file, streamed (never loaded whole)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, algo).hexdigest()
+
+
+def atomic_write(dest: str | Path, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
+    """write(tmp) into a temporary sibling of `dest`, then rename it onto `dest` (atomic on
+    one filesystem). On any failure the temporary file is removed and `dest` is untouched,
+    so a crash or a full disk never leaves a truncated file. fsync: flush to the device
+    before the rename (checkpoints; a power cut then keeps the old or the new file)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp leaves 0600; give what open() would
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write `text` (UTF-8) to `path`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, **dumps: Any) -> Path:
+    """Atomically write `obj` as indented JSON plus a newline (json.dumps options pass on)."""
+    return write_text(path, json.dumps(obj, indent=2, **dumps) + "\n")
 
 
 def replace_dir(new: Path, target: Path) -> None:

@@ -25,19 +25,19 @@ naming the param, the file and how to provide it.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pipeline.core import fetch
+from pipeline.core.fsutil import atomic_write
+
 ENV_FOLDER = "DEFORMABLE_GAN_WEIGHTS"
 ENV_URL = "DEFORMABLE_GAN_WEIGHTS_URL"
-TIMEOUT = (10.0, 60.0)  # seconds: connect, then between bytes
-CHUNK = 1 << 20
+TIMEOUT = 60.0  # seconds without a byte before an attempt counts as failed
 
 
 class WeightsError(FileNotFoundError):
@@ -199,18 +199,18 @@ def resolve(spec: str, param: str, *, allow_download: bool = True,
     if found is not None:
         return found
     cache = cache_dir()
+    if entry.product is not None and convert is None:
+        raise ValueError(f"{entry.name}: resolving it needs a converter for {entry.file}")
     raw = _find_raw(entry, cache) if entry.product else None
     if raw is None:
         raw = _fetch(entry, cache / entry.file, param, allow_download)
     if entry.product is None:
         return raw
-    if convert is None:
-        raise ValueError(f"{entry.name}: resolving it needs a converter for {entry.file}")
     final = cache / entry.result
     try:
         import torch
 
-        _atomic_write(final, lambda tmp: torch.save(dict(convert(raw)), tmp))
+        atomic_write(final, lambda tmp: torch.save(dict(convert(raw)), tmp))
     except (OSError, ValueError, KeyError) as exc:
         raise WeightsError(f"{param}: cannot convert {raw} to {entry.result}: {exc}") from exc
     return final
@@ -253,10 +253,10 @@ def _fetch(entry: Entry, dest: Path, param: str, allow_download: bool) -> Path:
         raise WeightsError(f"{param}: {entry.name} ({entry.file}) {where}, and downloading is "
                            f"disabled; {_how_to(entry, param)}")
     try:
-        download(url, dest, entry.checksum)
-    except ChecksumMismatch as exc:
+        fetch.download(url, dest, checksum=entry.checksum, timeout=TIMEOUT, retries=2, progress=True)
+    except fetch.ChecksumError as exc:
         raise WeightsError(f"{param}: {entry.name}: {exc}; nothing was cached") from exc
-    except OSError as exc:  # requests' errors are OSErrors too
+    except (OSError, fetch.DownloadError) as exc:  # requests' errors are OSErrors too
         raise WeightsError(f"{param}: {entry.name} ({entry.file}) {where}, and the download "
                            f"from {url} failed ({_reason(exc)}); {_how_to(entry, param)}") from exc
     return dest
@@ -267,69 +267,3 @@ def _reason(exc: BaseException) -> str:
     # urllib3 wraps the useful part ("Connection refused", "Name or service not known").
     m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
     return m.group(1).strip() if m else text[:200]
-
-
-# --------------------------------------------------------------------------- download
-
-
-class ChecksumMismatch(ValueError):
-    """A downloaded file whose digest differs from the pinned one."""
-
-
-def parse_checksum(spec: str) -> tuple[str, str]:
-    """'sha256:ab12...' -> ('sha256', 'ab12...'): md5 full length, sha256 >= 8 hex digits."""
-    algo, _, digest = spec.partition(":")
-    algo, digest = algo.lower(), digest.lower()
-    full = {"md5": 32, "sha256": 64}.get(algo)
-    if full is None or not re.fullmatch(r"[0-9a-f]+", digest) or not (
-        len(digest) == full or (algo == "sha256" and 8 <= len(digest) < full)
-    ):
-        raise ValueError(f"checksum {spec!r}: expected md5:<32 hex> or sha256:<8..64 hex>")
-    return algo, digest
-
-
-def download(url: str, dest: Path, checksum: str, timeout=TIMEOUT) -> Path:
-    """Stream `url` to a temporary file beside `dest`, verify, rename to `dest`.
-
-    Raises ChecksumMismatch (temporary file deleted) or an OSError / requests error.
-    """
-    import requests
-    from tqdm import tqdm
-
-    algo, want = parse_checksum(checksum)
-    digest = hashlib.new(algo)
-
-    def write(tmp: Path) -> None:
-        with requests.get(url, stream=True, timeout=timeout) as r:
-            r.raise_for_status()
-            size = r.headers.get("Content-Length")
-            with open(tmp, "wb") as f, tqdm(
-                total=int(size) if size and size.isdigit() else None, unit="B",
-                unit_scale=True, desc=dest.name, disable=None, leave=False,
-            ) as bar:
-                for chunk in r.iter_content(CHUNK):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        got = digest.hexdigest()
-        if not got.startswith(want):
-            raise ChecksumMismatch(
-                f"{url} has {algo} {got}, expected {want}{'...' if len(want) < len(got) else ''}"
-            )
-
-    _atomic_write(dest, write)
-    return dest
-
-
-def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
-    """write(tmp) into a temporary file in dest's folder, then rename it to dest; on any
-    failure the temporary file is removed and dest is untouched."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)

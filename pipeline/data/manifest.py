@@ -10,14 +10,13 @@ from (URL or archive, checksum) and counts.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.core.fsutil import atomic_write, write_json
 from pipeline.datasets.base import Dataset
 from pipeline.datasets.market1501 import DISTRACTOR_ID, JUNK_ID, MARKET1501
 
@@ -60,11 +59,7 @@ def build_manifest(root: Path, dataset: Dataset = MARKET1501) -> pd.DataFrame:
 
 def write_manifest(df: pd.DataFrame, path: Path) -> None:
     """Write the manifest to Parquet atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.loc[:, list(COLUMNS)].to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: df.loc[:, list(COLUMNS)].to_parquet(tmp, index=False))
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
@@ -101,8 +96,4 @@ def sidecar_path(manifest_path: Path) -> Path:
 
 def write_sidecar(path: Path, info: Mapping[str, Any]) -> None:
     """Write provenance/counts as stable, sorted JSON (no timestamps: DVC-friendly)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, dict(info), sort_keys=True)

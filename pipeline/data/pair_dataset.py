@@ -61,7 +61,7 @@ class PairDataset(Dataset):
 
     pairs: DataFrame with columns from, to, split (person_id optional).
     manifest: DataFrame with name, path (relative to dataset_dir), width, height.
-    keypoints_table: the pose stage's table (pipeline/keypoints.py), original pixels.
+    keypoints_table: the pose stage's table (pipeline/core/keypoints.py), original pixels.
     heatmaps: a HeatmapStore whose maps are at (height, width).
     """
 

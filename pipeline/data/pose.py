@@ -350,9 +350,10 @@ def scan_folder(images: str | Path) -> pd.DataFrame:
         except ValueError:
             pid, cam = -1, 0
         split = split_of.get(p.parent.name, "")
-        rows.append((p.name, p.relative_to(root).as_posix(), pid, cam, split, 0, 0))
+        rows.append((p.name, p.relative_to(root).as_posix(), pid, cam, pid, split, 0, 0))
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(
-        {"person_id": np.int64, "camera": np.int64, "width": np.int32, "height": np.int32}
+        {"person_id": np.int64, "camera": np.int64, "item_id": np.int64, "width": np.int32,
+         "height": np.int32}
     )
 
 

@@ -46,7 +46,8 @@ class Download:
 class Dataset(ABC):
     """One benchmark. Subclasses fill the fields and implement identify()."""
 
-    name: str
+    name: str                              # data.source
+    title: str                             # how people write it, for messages
     split_dirs: Mapping[str, str]          # split -> folder inside the dataset root
     image_hw: tuple[int, int]              # canonical (height, width) papers train and score at
     download: Download | None = None       # None: nothing to download (rendered or local)
@@ -78,7 +79,7 @@ class Dataset(ABC):
             return subdirs[0]
         wanted = ", ".join(self.split_dirs.values())
         found = sorted(p.name for p in folder.iterdir() if not is_ignored(p.name))
-        raise DatasetError(f"{folder}: no {self.name} layout ({wanted}) at the top or under a "
+        raise DatasetError(f"{folder}: no {self.title} layout ({wanted}) at the top or under a "
                            f"single top folder; found {found[:10]}")
 
     def _has_splits(self, folder: Path) -> bool:

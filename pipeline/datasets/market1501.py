@@ -89,6 +89,7 @@ class Market1501(Dataset):
 
 MARKET1501 = Market1501(
     name="market1501",
+    title="Market-1501",
     split_dirs=SPLIT_DIRS,
     image_hw=CANONICAL_HW,
     download=Download(

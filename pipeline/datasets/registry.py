@@ -8,7 +8,8 @@ from pipeline.datasets.market1501 import MARKET1501
 
 # The offline quickstart set: rendered people in Market-1501's layout and naming (its
 # canonical annotations are written beside the images), so it reads exactly as Market does.
-SYNTHETIC = dataclasses.replace(MARKET1501, name="synthetic", download=None)
+SYNTHETIC = dataclasses.replace(MARKET1501, name="synthetic", title="synthetic (Market-1501 layout)",
+                                download=None)
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (MARKET1501, SYNTHETIC)}
 

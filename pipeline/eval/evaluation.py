@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,6 +41,7 @@ import pandas as pd
 import torch
 
 from pipeline.core.config import EvaluateConfig, TrackingConfig
+from pipeline.core.fsutil import write_json
 from pipeline.eval.samples import first_per_identity, pair_identities, to_uint8  # one rounding for PNGs and validation
 from pipeline.model.build import GEN_KEYS, run_generator
 
@@ -341,12 +340,4 @@ def evaluate_model(
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
     """The metrics JSON (sorted keys, NaN -> null) for DVC, written atomically (temporary
     file + rename), so an interrupted run never leaves a truncated metrics file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(_plain(dict(summary)), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_json(path, _plain(dict(summary)), sort_keys=True)

@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output PNG (one target) or folder")
     ap.add_argument("--gif", default=None, help="also write the sequence as an animated GIF")
     ap.add_argument("--pose-weights", default="yolo11n-pose.pt",
-                    help="YOLO pose weights: a weights name (pipeline/weights.py) or a local file")
+                    help="YOLO pose weights: a weights name (pipeline/core/weights.py) or a local file")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
                     help="heatmap sigma (px) when the checkpoint does not record one")

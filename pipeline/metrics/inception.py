@@ -56,7 +56,7 @@ def load_inception(
     if not spec:
         return None, "evaluate.inception_weights is null: FID / IS not computed"
     try:
-        from pipeline import weights  # interface 1 (pipeline/weights.py)
+        from pipeline.core import weights  # interface 1 (pipeline/core/weights.py)
 
         path = weights.resolve(spec, "evaluate.inception_weights", allow_download=allow_download)
         check_state_dict(path)

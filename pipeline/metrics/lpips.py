@@ -70,7 +70,7 @@ def load_lpips(
         if not spec:
             return None, f"{param} is null: LPIPS not computed"
     try:
-        from pipeline import weights  # interface 1 (pipeline/weights.py)
+        from pipeline.core import weights  # interface 1 (pipeline/core/weights.py)
 
         lin_path = weights.resolve(lin_spec, "evaluate.lpips_weights", allow_download=allow_download)
         alex_path = weights.resolve(alexnet_spec, "evaluate.alexnet_weights", allow_download=allow_download)

@@ -81,7 +81,7 @@ def _load_detector(cfg: EvaluateConfig, pose_cfg: PoseConfig, allow_download: bo
     if not spec:
         return None, f"{param} is null: DS / PCKh not computed"
     try:
-        from pipeline import weights  # interface 1 (pipeline/weights.py)
+        from pipeline.core import weights  # interface 1 (pipeline/core/weights.py)
 
         path = weights.resolve(spec, param, allow_download=allow_download)
         det = detection.load_detector(str(path), "cuda:0" if device == "cuda" else device)

@@ -19,7 +19,6 @@ grids. images/s counts generator-update images: train.batch_size per process per
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import Tensor
 
 from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import Params, PathsConfig
+from pipeline.core.fsutil import write_json
 from pipeline.core.device import DeviceSetup, DistInfo, dist_from_env, distributed, setup_device
 from pipeline.train.gan_trainer import build_trainer
 from pipeline.train.loss_history import write_plots
@@ -88,9 +88,7 @@ def write_metrics(path: str | Path, result: TrainResult, params: Params, world_s
         "images_per_sec": round(result.images_per_sec, 3),  # generator-update images / s
         **{k: v for k, v in dict(extra or {}).items() if k == "best"},  # {step, <select_by>}
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    write_json(path, payload, allow_nan=True)
 
 
 # --------------------------------------------------------------------------- the loop

@@ -11,7 +11,7 @@ mask-SSIM and masked L1 of the generated images (uint8, rounded as the evaluate 
 writes them) against the real targets, means over the pairs (NaN pairs, i.e. targets
 without keypoints, left out as evaluate leaves them out). PCKh is optional (validate's
 `models` with a detector) and off in the loop: it needs ultralytics and the YOLO pose weights
-in the training process (importing ultralytics pins OMP_NUM_THREADS=1, see pipeline/pose.py);
+in the training process (importing ultralytics pins OMP_NUM_THREADS=1, see pipeline/data/pose.py);
 its detection itself is cheap: 0.64 s on the 64 quickstart pairs beside 19.6 s for the rest
 of the validation (bench/bench_validation.py, 2 busy CPU cores).
 

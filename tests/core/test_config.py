@@ -31,8 +31,21 @@ def test_repo_params_load_and_match_every_field():
     assert set(raw) == set(to_dict(params))
 
 
-def test_market_config_loads_with_the_paper_settings():
-    path = ROOT / "configs" / "market1501.yaml"
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    """The composed Market-1501 params in paper and plus mode (conf/ groups)."""
+    from stages.params import compose
+
+    out = {}
+    for mode in ("paper", "plus"):
+        path = tmp_path_factory.mktemp(mode) / "params.yaml"
+        compose(path, ["dataset=market1501", f"mode={mode}"])
+        out[mode] = path
+    return out
+
+
+def test_market_config_loads_with_the_paper_settings(market):
+    path = market["paper"]
     params = load_params(path)
     assert params.data.source == "market1501"
     assert params.train.steps == 90_000 and params.train.batch_size == 4
@@ -41,8 +54,8 @@ def test_market_config_loads_with_the_paper_settings():
     assert set(yaml.safe_load(path.read_text())) == set(to_dict(params))
 
 
-def test_market_config_is_the_paper_mode_and_plus_differs_only_in_our_options():
-    paper = load_params(ROOT / "configs" / "market1501.yaml")
+def test_market_config_is_the_paper_mode_and_plus_differs_only_in_our_options(market):
+    paper = load_params(market["paper"])
     # The dataclass defaults are the original's values; the Market config spells them out.
     defaults = Params()
     for section in ("model", "train"):
@@ -52,7 +65,7 @@ def test_market_config_is_the_paper_mode_and_plus_differs_only_in_our_options():
                 assert getattr(getattr(paper, section), key) == getattr(getattr(defaults, section), key)
     assert paper.train.amp is False and paper.train.batches_per_step == 3
     assert paper.loss.vgg_convention == "pose_gan"
-    plus = load_params(ROOT / "configs" / "market1501-plus.yaml")
+    plus = load_params(market["plus"])
     diff = {k for k, v in flatten(plus).items() if flatten(paper)[k] != v}
     ours = {"model.norm", "model.disc_head", "model.affine_fit", "model.part_masks",
             "model.warp_sampling", "model.offsets", "model.init", "model.block_bias",
@@ -62,7 +75,7 @@ def test_market_config_is_the_paper_mode_and_plus_differs_only_in_our_options():
 
 
 def test_defaults_never_point_into_shared():
-    for path in [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]:
+    for path in [ROOT / "params.yaml", *sorted((ROOT / "conf").rglob("*.yaml"))]:
         assert "../shared" not in path.read_text(), path
 
 

@@ -127,7 +127,7 @@ def test_training_and_evaluation_show_through_the_rest_api(server, tmp_path, mon
     assert int(listed["files"][0]["file_size"]) > 0
 
     if not VALIDATION:
-        pytest.xfail("validation during training (pipeline/validation.py, H5) has not landed yet")
+        pytest.xfail("validation during training (pipeline/train/validation.py, H5) has not landed yet")
     for key in ("val/ssim", "val/mask_ssim", "val/masked_l1"):
         history = api(server, "metrics/get-history", run_id=result.run_id, metric_key=key)["metrics"]
         assert [m["step"] for m in history] == [2, 4], key

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.core import weights
+from pipeline.core import fetch, weights
 from pipeline.core.weights import Entry, WeightsError
 
 from support.http_files import serve
@@ -140,7 +140,7 @@ def test_converter_entry_converts_once_into_the_cache(env, monkeypatch):
 def test_registry_entries_are_well_formed():
     for name, entry in weights.REGISTRY.items():
         assert name == entry.name
-        weights.parse_checksum(entry.checksum)
+        fetch.parse_checksum(entry.checksum)
         assert entry.url.startswith("https://") and entry.file and "/" not in entry.file
     assert weights.lookup("imagenet") is weights.REGISTRY["vgg19_torchvision"]
     # torchvision and torch-fidelity cache these under the same names in the same folder.

@@ -1,5 +1,5 @@
-"""Downloads over real HTTP from a local server (127.0.0.1, http.server in a thread):
-resume after a cut connection, a server ignoring Range, checksums, reuse, and the stage."""
+"""pipeline.data.download and the download stage over real HTTP from a local server
+(127.0.0.1): the dataset's archive, Google Drive's confirmation page, the stage CLI."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,173 +14,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.core import fetch
 from pipeline.data import download as dl
+from pipeline.datasets.market1501 import MARKET1501
+from support.range_server import sha256
 from pipeline.core.config import DataConfig, ImageConfig, Params, SyntheticConfig, to_dict
 from stages import download as stage
 from support.market_files import make_market_zip
 
-PAYLOAD = bytes(range(256)) * 800  # 200 KiB, every offset distinguishable
-ETAG = '"v1"'
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves server.payload; honours Range unless server.ranges is False; cuts the first
-    response after server.cut_after bytes; answers server.statuses[i] to request i if set."""
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        srv = self.server
-        srv.log.append({"range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")})
-        nth = len(srv.log) - 1
-        if nth < len(srv.statuses) and srv.statuses[nth] != 200:
-            self.send_error(srv.statuses[nth])
-            return
-        data, start = srv.payload, 0
-        rng = self.headers.get("Range")
-        if rng and srv.ranges and self.headers.get("If-Range") in (None, ETAG):
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Type", srv.content_type)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.send_header("ETag", ETAG)
-        self.end_headers()
-        body = data[start:]
-        if nth == 0 and srv.cut_after is not None:
-            body = body[: srv.cut_after]  # then the connection closes mid-body
-        self.wfile.write(body)
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-
-@pytest.fixture
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.payload, srv.ranges, srv.cut_after, srv.statuses = PAYLOAD, True, None, []
-    srv.content_type, srv.log = "application/zip", []
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/download?id=abc&export=download"
-    thread = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def fetch(server, dest: Path, **kw) -> dl.Fetched:
-    kw.setdefault("checksum", sha256(server.payload))
-    return dl.download(server.url, dest, timeout=5, backoff=0.01, progress=False, **kw)
-
-
-def test_resume_after_cut_connection(server, tmp_path):
-    server.cut_after = 70_000
-    dest = tmp_path / "cache" / "a.zip"
-    got = fetch(server, dest)
-    assert dest.read_bytes() == PAYLOAD
-    assert got == dl.Fetched(dest, sha256(PAYLOAD), verified=True, reused=False)
-    assert [r["range"] for r in server.log] == [None, "bytes=70000-"]
-    assert server.log[1]["if_range"] == ETAG
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.zip"]  # no .part left
-
-
-def test_resume_across_process_restart(server, tmp_path):
-    server.cut_after = 50_000
-    dest = tmp_path / "a.zip"
-    with pytest.raises(dl.DownloadError, match="kept in .*a.zip.part"):
-        fetch(server, dest, retries=0)  # first "process" gives up after the cut
-    assert not dest.exists() and (tmp_path / "a.zip.part").stat().st_size == 50_000
-    fetch(server, dest)  # a new call resumes from the .part file
-    assert dest.read_bytes() == PAYLOAD
-    assert server.log[1]["range"] == "bytes=50000-"
-
-
-def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
-    server.ranges, server.cut_after = False, 60_000
-    dest = tmp_path / "a.zip"
-    fetch(server, dest)
-    assert dest.read_bytes() == PAYLOAD  # not 60 000 bytes + the whole file again
-    assert server.log[1]["range"] == "bytes=60000-"
-
-
-def test_changed_file_restarts_via_if_range(server, tmp_path):
-    dest = tmp_path / "a.zip"
-    (tmp_path / "a.zip.part").write_bytes(b"stale bytes of an older version")
-    (tmp_path / "a.zip.part.json").write_text(json.dumps({"url": server.url, "validator": '"v0"'}))
-    fetch(server, dest)
-    assert dest.read_bytes() == PAYLOAD
-    assert server.log[0]["if_range"] == '"v0"'
-
-
-def test_part_from_another_url_not_resumed(server, tmp_path):
-    (tmp_path / "a.zip.part").write_bytes(PAYLOAD[:1000])
-    (tmp_path / "a.zip.part.json").write_text(json.dumps({"url": "http://elsewhere/x", "validator": ETAG}))
-    fetch(server, tmp_path / "a.zip")
-    assert server.log[0]["range"] is None
-    assert (tmp_path / "a.zip").read_bytes() == PAYLOAD
-
-
-def test_complete_part_file_416(server, tmp_path):
-    (tmp_path / "a.zip.part").write_bytes(PAYLOAD)  # finished, but killed before the rename
-    fetch(server, tmp_path / "a.zip")
-    assert (tmp_path / "a.zip").read_bytes() == PAYLOAD and len(server.log) == 1
-
-
-def test_checksum_mismatch_rejected(server, tmp_path):
-    dest = tmp_path / "a.zip"
-    with pytest.raises(dl.ChecksumError, match="sha256 is .*expected 0000"):
-        fetch(server, dest, checksum="sha256:" + "0" * 64)
-    assert list(tmp_path.iterdir()) == []  # neither a.zip nor a .part to resume from
-
-
-def test_verified_file_reused_and_md5(server, tmp_path):
-    dest = tmp_path / "a.zip"
-    md5 = "md5:" + hashlib.md5(PAYLOAD).hexdigest()
-    assert fetch(server, dest, checksum=md5).checksum == md5
-    again = fetch(server, dest, checksum=md5)
-    assert again.reused and len(server.log) == 1  # no second request
-    unpinned = fetch(server, dest, checksum=None)
-    assert unpinned.checksum == sha256(PAYLOAD) and not unpinned.verified
-
-
-def test_transient_status_retried_fatal_not(server, tmp_path):
-    server.statuses = [503, 502, 200]
-    fetch(server, tmp_path / "a.zip")
-    assert len(server.log) == 3
-    server.statuses, server.log[:] = [404], []
-    with pytest.raises(dl.DownloadError, match="HTTP 404"):
-        fetch(server, tmp_path / "b.zip")
-    assert len(server.log) == 1
-    server.statuses, server.log[:] = [503] * 3, []
-    with pytest.raises(dl.DownloadError, match="giving up after 2 retries"):
-        fetch(server, tmp_path / "c.zip", retries=2)
-    assert len(server.log) == 3
-
-
-def test_html_page_instead_of_archive(server, tmp_path):
-    server.content_type = "text/html; charset=utf-8"
-    with pytest.raises(dl.DownloadError, match="HTML page"):
-        fetch(server, tmp_path / "a.zip")
-    assert len(server.log) == 1
-
-
-@pytest.mark.parametrize("spec", ["sha1:abcd", "md5", "sha256:xyz", "md5:" + "0" * 31])
-def test_malformed_checksum(spec):
-    with pytest.raises(ValueError, match="checksum"):
-        dl.parse_checksum(spec)
-
-
-# --------------------------------------------------------------------------- the stage
 
 
 def market_params(tmp_path: Path, **data) -> Params:
@@ -206,7 +47,7 @@ def test_bad_checksum_writes_no_dataset(server, tmp_path):
     server.payload = make_market_zip(tmp_path / "src.zip").read_bytes()
     params = market_params(tmp_path, url=server.url, checksum="md5:" + "1" * 32)
     out, man = tmp_path / "data" / "dataset", tmp_path / "data" / "manifest.parquet"
-    with pytest.raises(dl.ChecksumError):
+    with pytest.raises(fetch.ChecksumError):
         dl.prepare_dataset(params, out, man, progress=False)
     assert not (tmp_path / "data").exists()
     assert list((tmp_path / "cache").iterdir()) == []
@@ -338,19 +179,19 @@ def drive(monkeypatch, tmp_path):
     srv.mode, srv.log = "file", []
     thread = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
     thread.start()
-    monkeypatch.setenv(dl.ENV_DRIVE_URL, f"http://127.0.0.1:{srv.server_address[1]}")
+    monkeypatch.setenv(fetch.ENV_DRIVE_URL, f"http://127.0.0.1:{srv.server_address[1]}")
     yield srv
     srv.shutdown()
     srv.server_close()
 
 
 def test_drive_file_id():
-    assert dl.drive_file_id(DRIVE_URL) == DRIVE_ID
-    assert dl.drive_file_id("https://drive.google.com/file/d/1aB-c_9/view?usp=sharing") == "1aB-c_9"
-    assert dl.drive_file_id("https://drive.google.com/uc?id=XYZ&export=download") == "XYZ"
-    assert dl.drive_file_id("https://example.org/download?id=abc") is None
+    assert fetch.drive_file_id(DRIVE_URL) == DRIVE_ID
+    assert fetch.drive_file_id("https://drive.google.com/file/d/1aB-c_9/view?usp=sharing") == "1aB-c_9"
+    assert fetch.drive_file_id("https://drive.google.com/uc?id=XYZ&export=download") == "XYZ"
+    assert fetch.drive_file_id("https://example.org/download?id=abc") is None
     with pytest.raises(dl.DownloadError, match="without a file id"):
-        dl.drive_file_id("https://drive.google.com/drive/my-drive")
+        fetch.drive_file_id("https://drive.google.com/drive/my-drive")
 
 
 def test_drive_confirmation_page_then_file(drive, tmp_path):
@@ -365,7 +206,7 @@ def test_drive_confirmation_page_then_file(drive, tmp_path):
     cache = tmp_path / "cache"
     assert (cache / "Market-1501-v15.09.15.zip").read_bytes() == drive.payload
     assert not list(cache.glob("*.drive*"))  # the partial file was renamed into place
-    again = dl.fetch_archive(params.data, progress=False)  # verified copy: no request
+    again = dl.fetch_archive(params.data, MARKET1501, progress=False)  # verified copy: no request
     assert again.reused and len(drive.log) == 3
 
 
@@ -384,7 +225,7 @@ def test_drive_html_instead_of_zip_rejected_before_extraction(drive, tmp_path):
 def test_drive_quota_page_is_one_line(drive, tmp_path):
     drive.mode = "quota"
     with pytest.raises(dl.DownloadError) as info:
-        dl.download(DRIVE_URL, tmp_path / "a.zip", timeout=5, retries=0, progress=False)
+        fetch.download(DRIVE_URL, tmp_path / "a.zip", timeout=5, retries=0, progress=False)
     message = str(info.value)
     assert "\n" not in message and "Too many users" in message and "data.archive" in message
     assert not (tmp_path / "a.zip").exists()
@@ -394,7 +235,8 @@ def test_mirror_html_body_rejected_whatever_its_content_type(server, tmp_path):
     server.payload = b"\n  <!DOCTYPE html><html><body>Please sign in</body></html>"
     server.content_type = "application/octet-stream"
     with pytest.raises(dl.DownloadError, match="is an HTML page"):
-        fetch(server, tmp_path / "a.zip", checksum=None)
+        fetch.download(server.url, tmp_path / "a.zip", checksum=None, timeout=5, backoff=0.01,
+                       progress=False)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,4 +1,4 @@
-"""The on-disk heatmap store (pipeline/heatmap_store.py)."""
+"""The on-disk heatmap store (pipeline/data/heatmap_store.py)."""
 from __future__ import annotations
 
 import json

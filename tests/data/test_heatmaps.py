@@ -1,4 +1,4 @@
-"""Gaussian heatmap rendering (pipeline/heatmaps.py) and the preview (pipeline/preview.py)."""
+"""Gaussian heatmap rendering (pipeline/data/heatmaps.py) and the preview (pipeline/data/preview.py)."""
 from __future__ import annotations
 
 import math

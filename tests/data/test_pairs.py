@@ -1,4 +1,4 @@
-"""Same-identity pairs (pipeline/pairs.py) and the pairs stage."""
+"""Same-identity pairs (pipeline/data/pairs.py) and the pairs stage."""
 from __future__ import annotations
 
 import json

@@ -177,7 +177,7 @@ def test_a_real_pose_detector_agrees_with_the_ground_truth(dataset, shared):
     """YOLO11n-pose (trained on real photos) finds the synthetic people, and its keypoints
     match the rendered ground truth: the people are plausible and the annotations right."""
     weights = shared("weights/yolo11n-pose.pt")
-    from pipeline import pose  # lazy: imports ultralytics only for this test
+    from pipeline.data import pose  # lazy: imports ultralytics only for this test
     from pipeline.core.config import PoseConfig
 
     root, _ = dataset
