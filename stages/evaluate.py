@@ -122,9 +122,9 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     models = load_models(cfg, params.pose, device=device.type, allow_download=cfg.download)
     torch.set_num_threads(threads)  # importing ultralytics sets OMP_NUM_THREADS=1
     generator, which = generator_file(args.model, paths.models, cfg.checkpoint)
+    paths = dataclasses.replace(paths, pairs=args.pairs or paths.pairs)
     summary, table = evaluate_model(
-        generator, args.pairs or paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
-        paths.dataset, args.out_dir or paths.evaluation, cfg, str(device),
+        generator, paths, args.out_dir or paths.evaluation, cfg, str(device),
         None if args.no_tracking else params.tracking, models, checkpoint=which,
     )
     if args.per_pair:

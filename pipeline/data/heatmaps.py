@@ -111,14 +111,17 @@ def render_heatmaps_quantised(kp: torch.Tensor, height: int, width: int, sigma: 
     return out.mul_(torch.tensor(np.float32(1.0 / 255.0)))
 
 
-def table_keypoints(table: pd.DataFrame, height: int, width: int) -> np.ndarray:
-    """Keypoint table rows -> float32 [N, 18, 2] (x, y) at the target resolution.
+def table_keypoints(table: pd.DataFrame, height: int, width: int,
+                    sizes: np.ndarray | None = None) -> np.ndarray:
+    """Keypoint table rows -> float32 [N, 18, 2] (x, y) at the target resolution: the one
+    rule that brings keypoints to model size (heatmaps stage and pair dataset alike).
 
-    The table stores original-image pixels with each row's width/height; a row with joints
-    but no positive width/height cannot be scaled and raises ValueError naming it.
+    The table stores original-image pixels with each row's width/height (or `sizes`,
+    [N, 2] (width, height), where the caller knows better); a row with joints but no
+    positive width/height cannot be scaled and raises ValueError naming it.
     """
     kp = keypoints_array(table)
-    wh = table[["width", "height"]].to_numpy(np.float64)
+    wh = np.asarray(sizes, np.float64) if sizes is not None else table[["width", "height"]].to_numpy(np.float64)
     bad = present(kp).any(axis=1) & (wh <= 0).any(axis=1)
     if bad.any():
         names = table["name"].astype(str).to_numpy()[bad]

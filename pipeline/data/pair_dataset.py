@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.core.keypoints import keypoints_array, scale_keypoints
+from pipeline.core.config import PathsConfig
+from pipeline.data.heatmaps import table_keypoints
 
 
 class HeatmapSource(Protocol):
@@ -107,8 +108,7 @@ class PairDataset(Dataset):
         ids = ids if ids is not None else (kpt if "person_id" in kpt.columns else None)
         self.person_ids: np.ndarray = (ids["person_id"].to_numpy(np.int64) if ids is not None
                                        else np.arange(len(self.names), dtype=np.int64))
-        src_wh = self._source_sizes(kpt, man)
-        self.keypoints = scale_keypoints(keypoints_array(kpt), src_wh, (self.height, self.width))
+        self.keypoints = table_keypoints(kpt, self.height, self.width, sizes=self._source_sizes(kpt, man))
 
         try:
             self.hm_rows = np.asarray(heatmaps.rows(list(self.names)), dtype=np.int64)
@@ -166,27 +166,19 @@ class PairDataset(Dataset):
         return items
 
 
-def load_pair_dataset(
-    pairs_path: str | Path,
-    manifest_path: str | Path,
-    keypoints_path: str | Path,
-    heatmaps_path: str | Path,
-    dataset_dir: str | Path,
-    height: int,
-    width: int,
-    split: str = "train",
-) -> PairDataset:
-    """Open the stage outputs (Parquet files + heatmap store) as a PairDataset."""
+def load_pair_dataset(paths: PathsConfig, height: int, width: int, split: str = "train") -> PairDataset:
+    """Open the stage outputs that `paths` names (pairs, manifest, keypoint table, heatmap
+    store, dataset folder) as a PairDataset of one split at height x width."""
     from pipeline.data.heatmap_store import HeatmapStore
 
     frames = []
-    for path in (pairs_path, manifest_path, keypoints_path):
+    for path in (paths.pairs, paths.manifest, paths.keypoints):
         if not Path(path).is_file():
             raise DataError(f"{path}: not found (run the earlier pipeline stages first)")
         frames.append(pd.read_parquet(path))
     return PairDataset(
-        frames[0], split, frames[1], frames[2], HeatmapStore(heatmaps_path),
-        dataset_dir, height, width,
+        frames[0], split, frames[1], frames[2], HeatmapStore(paths.heatmaps),
+        paths.dataset, height, width,
     )
 
 

@@ -83,15 +83,6 @@ def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
 # --------------------------------------------------------------------------- model
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
 def resolve_weights(weights: str) -> str:
     """A local weights path, or a bare model name ultralytics may download.
 
@@ -142,7 +133,9 @@ def load_model(weights: str, device: str = "auto") -> PoseModel:
     if yolo.task != "pose" or tuple(kpt_shape or ()) != (17, 3):
         raise ValueError(f"{local}: not a COCO-17 keypoint pose model (task={yolo.task})")
     sha = file_digest(local)
-    dev = resolve_device(device)
+    from pipeline.core.device import select_device  # lazy: torch
+
+    dev = str(select_device(device))
     return PoseModel(yolo, f"{local.name}@sha256:{sha}", str(local), sha, dev, dev != "cpu")
 
 

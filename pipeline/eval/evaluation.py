@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.core.config import EvaluateConfig, TrackingConfig
+from pipeline.core.config import EvaluateConfig, PathsConfig, TrackingConfig
 from pipeline.core.fsutil import write_json
 from pipeline.eval.samples import first_per_identity, pair_identities, to_uint8  # one rounding for PNGs and validation
 from pipeline.model.build import GEN_KEYS, run_generator
@@ -295,11 +295,7 @@ def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run
 
 def evaluate_model(
     generator_path: str | Path,
-    pairs_path: str | Path,
-    manifest_path: str | Path,
-    keypoints_path: str | Path,
-    heatmaps_path: str | Path,
-    dataset_dir: str | Path,
+    paths: PathsConfig,
     out_dir: str | Path,
     cfg: EvaluateConfig,
     device: str = "auto",
@@ -318,8 +314,7 @@ def evaluate_model(
     dev = select_device(device)
     G, meta = load_generator(generator_path, dev)
     image = meta["image"]
-    dataset = load_pair_dataset(pairs_path, manifest_path, keypoints_path, heatmaps_path,
-                                dataset_dir, image.height, image.width, split="test")
+    dataset = load_pair_dataset(paths, image.height, image.width, split="test")
     out_dir = Path(out_dir)
     summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.core.device import select_device
 from pipeline.core.config import EvaluateConfig, PoseConfig
 from pipeline.core.keypoints import KP_COLUMNS, keypoints_array, present, read_annotation_csv, scale_keypoints
 from pipeline.metrics import detection, inception, lpips, masks, pixel, ssim
@@ -43,10 +44,6 @@ class Models:
     device: str = "cpu"
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_models(
     cfg: EvaluateConfig,
     pose_cfg: PoseConfig | None = None,
@@ -60,7 +57,7 @@ def load_models(
     """Load what cfg points at, every file resolved by pipeline.core.weights (a name or a local
     path). Missing weights never raise: the metric becomes None with the reason."""
     pose_cfg = pose_cfg or PoseConfig()
-    device = device or default_device()
+    device = device or str(select_device("auto"))
     m = Models(pose_cfg=pose_cfg, device=device)
     if use_inception:
         m.inception, m.inception_info = inception.load_inception(

@@ -93,8 +93,7 @@ def test_training_and_evaluation_show_through_the_rest_api(server, tmp_path, mon
     params = tiny_params(steps=4, log_every=1, sample_every=4, checkpoint_every=4, val_every=2, val_pairs=4)
     params = dataclasses.replace(params, tracking=tracking)
     result = train(params, paths, progress=False)
-    summary, _ = evaluate_model(Path(paths.models) / "generator.pt", paths.pairs, paths.manifest,
-                                paths.keypoints, paths.heatmaps, paths.dataset, out / "eval",
+    summary, _ = evaluate_model(Path(paths.models) / "generator.pt", paths, out / "eval",
                                 EvaluateConfig(batch_size=4, grid_pairs=2), "cpu", tracking)
     assert summary["notes"]["mlflow_run_id"] == result.run_id  # evaluation went into the training run
 

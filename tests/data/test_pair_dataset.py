@@ -27,8 +27,7 @@ def tiny(tmp_path: Path) -> PathsConfig:
 
 
 def _open(paths: PathsConfig) -> PairDataset:
-    return load_pair_dataset(paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
-                             paths.dataset, H, W)
+    return load_pair_dataset(paths, H, W)
 
 
 def test_items_have_contract_shapes_ranges_and_scaled_keypoints(tiny: PathsConfig) -> None:

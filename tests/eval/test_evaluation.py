@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pipeline.model.checkpoint import save_generator
-from pipeline.core.config import EvaluateConfig, ImageConfig, TrackingConfig
+from pipeline.core.config import EvaluateConfig, ImageConfig, PathsConfig, TrackingConfig
 from pipeline.eval.evaluation import (evaluate_model, headline_metrics, pair_file, sample_grid,
                                  text_entries, write_summary)
 from pipeline.metrics.ssim import ssim
@@ -36,8 +36,10 @@ def _evaluate(tiny, out, run_id=None, uri=None, models=None, **cfg):
     model = save_generator(out / "generator.pt", G, TINY, ImageConfig(height=H, width=W),
                            {"run_id": run_id, "step": 7})
     tracking = TrackingConfig(uri=uri, experiment="test-eval") if uri else None
-    return evaluate_model(model, files["pairs"], files["manifest"], files["keypoints"],
-                          root / "heatmaps", dataset, out / "eval",
+    paths = PathsConfig(pairs=str(files["pairs"]), manifest=str(files["manifest"]),
+                        keypoints=str(files["keypoints"]), heatmaps=str(root / "heatmaps"),
+                        dataset=str(dataset))
+    return evaluate_model(model, paths, out / "eval",
                           EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", tracking, models)
 
 

@@ -21,8 +21,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def dataset(tmp_path: Path):
     paths = build_tiny_data(tmp_path / "data")
-    return load_pair_dataset(paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
-                             paths.dataset, H, W)
+    return load_pair_dataset(paths, H, W)
 
 
 @pytest.fixture

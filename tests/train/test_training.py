@@ -27,8 +27,7 @@ def tiny(tmp_path: Path) -> PathsConfig:
 
 
 def _dataset(paths: PathsConfig):
-    return load_pair_dataset(paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
-                             paths.dataset, H, W)
+    return load_pair_dataset(paths, H, W)
 
 
 def _in(paths: PathsConfig, root: Path) -> PathsConfig:

@@ -48,8 +48,7 @@ def data(tmp_path: Path) -> PathsConfig:
 
 
 def _test_set(paths: PathsConfig):
-    return load_pair_dataset(paths.pairs, paths.manifest, paths.keypoints, paths.heatmaps,
-                             paths.dataset, H, W, split="test")
+    return load_pair_dataset(paths, H, W, split="test")
 
 
 # --------------------------------------------------------------------------- pure pieces
