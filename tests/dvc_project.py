@@ -15,6 +15,10 @@ COPY = ("pipeline", "stages", "conf", "dvc.yaml", "params.yaml", ".dvc/config", 
         ".gitignore")
 
 
+# `dvc exp show --drop` pattern of the README: the dependency-hash columns (code, data, models).
+EXP_SHOW_DROP = "^(pipeline|stages|data|models)/"
+
+
 def project_env() -> dict[str, str]:
     """The venv's bin first on PATH, so DVC's `python -m stages.x` is this interpreter."""
     env = dict(os.environ)

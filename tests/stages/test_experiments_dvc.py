@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import SHARED
-from dvc_project import dvc, make_project, stages_run
+from dvc_project import EXP_SHOW_DROP, dvc, make_project, stages_run
+from dvc_project import run as git_run
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +132,9 @@ def test_repro_then_queued_experiments_show_in_dvc_and_mlflow(tmp_path):
     # A plain `dvc repro` run is named after the commit; the stages' outputs and dvc.lock,
     # written before training starts, do not count as changes.
     assert run.info.run_name == run.data.tags["git_revision"][:7] and run.data.tags["git_dirty"] == "False"
+    # The README's one commit after the quickstart: the baseline experiments compare with.
+    git_run(["git", "add", "dvc.lock", "metrics", "params.yaml"], proj)
+    git_run(["git", "commit", "-q", "-m", "quickstart baseline"], proj)
 
     # Two experiments queued, run two at a time, each in its own copy of the repo: the data
     # stages come back from DVC's run cache, train and evaluate rerun.
@@ -173,3 +177,10 @@ def test_repro_then_queued_experiments_show_in_dvc_and_mlflow(tmp_path):
     assert max(map(len, out.splitlines())) <= 110, out
     for args in (("metrics", "show"), ("exp", "show", "--only-changed", "--no-pager")):
         print(f"$ COLUMNS=160 dvc {' '.join(args)}\n{dvc(*args, cwd=proj, env={'COLUMNS': '160'}).stdout}")
+    # The README's comparison: against the committed baseline, without the dependency
+    # hashes, the changed param and the metrics fit a 160-column terminal.
+    table = dvc("exp", "show", "--only-changed", "--no-pager", "--drop", EXP_SHOW_DROP,
+                cwd=proj, env={"COLUMNS": "160"}).stdout
+    print(table)
+    assert max(map(len, table.splitlines())) <= 160, table
+    assert key.split(".")[-1] in table and "ssim" in table, table
