@@ -1,20 +1,8 @@
 """Fetching a dataset's archive and preparing the dataset folder + manifest.
 
-The archive is fetched by pipeline.core.fetch (resumable, checksummed, Google Drive aware):
-download() streams a URL into `<dest>.part` and renames it to `dest` only once it is
-complete and its checksum matches. A cut connection is resumed with an HTTP Range request
-(also after a process restart, since the .part file stays on disk); the server's ETag /
-Last-Modified is sent as If-Range so a changed file restarts instead of being spliced. A
-server that ignores Range (200 instead of 206) restarts the file from byte 0. Transient
-failures are retried with exponential backoff.
-
-Google Drive URLs (drive.google.com, drive.usercontent.google.com) go through gdown instead:
-a large Drive file answers a plain GET with an HTML confirmation page (a form carrying
-confirm/uuid fields) that gdown parses and follows. Its partial file resumes too. Either
-way the result is checked before it is used: an HTML page instead of the archive is
-rejected with one line, then the checksum is verified, then the file is renamed into place.
-$DEFORMABLE_GAN_DRIVE_URL (tests only) sends every request for the Drive hosts to another
-base URL, e.g. a 127.0.0.1 server that plays Drive.
+The archive is fetched by pipeline.core.fetch (resumable HTTP with checksums, Google Drive
+through gdown, an HTML page instead of the archive rejected with one line), or taken from
+data.archive; the dataset (pipeline.datasets) names its archive, URL and checksum.
 
 prepare_dataset() is the download stage's whole job: archive (download or local copy) ->
 safe extraction (pipeline.data.extract) -> manifest (pipeline.data.manifest); or, for the synthetic

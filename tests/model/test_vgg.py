@@ -327,8 +327,9 @@ def test_vgg19_keras_downloaded_converted_and_cached(fake_keras, tmp_path, monke
     monkeypatch.delenv("DEFORMABLE_GAN_WEIGHTS", raising=False)
     with serve({entry.file: data}) as (base, hits):
         monkeypatch.setenv("DEFORMABLE_GAN_WEIGHTS_URL", base)
-        first = weights.resolve("vgg19_keras", "loss.vgg_weights")
-        second = weights.resolve("vgg19_keras", "loss.vgg_weights")
+        # the converter is the caller's (model knowledge): pipeline.model.vgg passes it
+        first = weights.resolve("vgg19_keras", "loss.vgg_weights", convert=keras_h5_to_features_state)
+        second = weights.resolve("vgg19_keras", "loss.vgg_weights", convert=keras_h5_to_features_state)
     assert first == second == weights.cache_dir() / entry.result
     assert hits == {f"/{entry.file}": 1}
     assert (weights.cache_dir() / entry.file).is_file()  # the h5 is kept beside it
