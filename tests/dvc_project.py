@@ -16,7 +16,9 @@ COPY = ("pipeline", "stages", "conf", "dvc.yaml", "params.yaml", ".dvc/config", 
 
 
 # `dvc exp show --drop` pattern of the README: the dependency-hash columns (code, data, models).
-EXP_SHOW_DROP = "^(pipeline|stages|data|models)/"
+# `dvc exp show --drop`: the bookkeeping columns, the load-dependent throughput and the
+# dependency hashes (README, "Experiments and MLflow").
+EXP_SHOW_DROP = "Created|State|Executor|images_per_sec|^(pipeline|stages|data|models)/"
 
 
 def project_env() -> dict[str, str]:
