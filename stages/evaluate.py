@@ -133,22 +133,31 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     return summary
 
 
-def format_summary(summary: dict[str, Any], indent: str = "  ") -> str:
-    """Readable lines; a null metric shows its reason; nested groups (model mode) indent."""
+def format_summary(summary: dict[str, Any]) -> str:
+    """Readable lines; a null metric points to its reason, and each distinct reason is
+    printed once at the end (one missing weights file nulls several metrics)."""
+    from pipeline.eval.evaluation import null_reasons
+
+    reasons = list(null_reasons(summary))
+    lines = _summary_lines(summary, {r: i + 1 for i, r in enumerate(reasons)}, "  ")
+    lines += [f"  [{i + 1}] {r}" for i, r in enumerate(reasons)]
+    return "\n".join(lines)
+
+
+def _summary_lines(summary: dict[str, Any], notes: dict[str, int], indent: str) -> list[str]:
     lines = []
     for key, value in summary.items():
         if key.endswith("_reason") or key.endswith("_std"):
             continue
         if isinstance(value, dict):
-            lines.append(f"{indent}{key}:")
-            lines.append(format_summary(value, indent + "  "))
+            lines += [f"{indent}{key}:", *_summary_lines(value, notes, indent + "  ")]
             continue
         if value is None and f"{key}_reason" in summary:
-            value = f"null ({summary[key + '_reason']})"
+            value = f"null [{notes[str(summary[key + '_reason'])]}]"
         elif isinstance(value, float):
             value = f"{value:.4f}"
         lines.append(f"{indent}{key}: {value}")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,7 +92,20 @@ def run(args: argparse.Namespace) -> int:
               + (f", best {result.best['metric']} {result.best['value']:.4f} at step {result.best['step']}"
                  if result.best.get("step") is not None else "")
               + (f", MLflow run {result.run_id}" if result.run_id else ""))
+        if result.run_id:
+            print(_mlflow_hint(result.run_id, params.tracking.uri))
     return 0
+
+
+def _mlflow_hint(run_id: str, uri: str | None) -> str:
+    """Where to see the run: the UI command and its runs-table URL (model-training view)."""
+    from pipeline.core.tracking import run_ui_url, tracking_uri
+
+    try:
+        url = run_ui_url(run_id, uri)
+    except Exception as exc:  # tracking is optional: never fail a finished training on it
+        return f"train: MLflow UI address unavailable ({exc})"
+    return f"train: compare runs: mlflow ui --backend-store-uri {tracking_uri(uri)} --workers 1, then {url}"
 
 
 if __name__ == "__main__":

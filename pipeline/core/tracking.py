@@ -10,7 +10,8 @@ A run is named after what it is: $DVC_EXP_NAME inside `dvc exp run` (DVC sets it
 git short revision, with "-dirty" when code or params differ from that commit (the files the
 pipeline itself writes do not count). The experiment carries MLflow 3's kind tag
 (mlflow.experimentKind = custom_model_development), so the UI opens it on the runs /
-model-training view rather than the GenAI traces overview. Logging goes through a Tracker bound
+model-training view rather than the GenAI traces overview where the UI honours it; MLflow
+3.17's UI decides by the `workflowType` URL query instead, so ui_url() gives that address. Logging goes through a Tracker bound
 to one run id through an explicit MlflowClient (no global "active run"), so the training
 stage can record the id and the evaluate stage can reopen the same run with resume_run().
 MLflow is imported lazily, inside functions, to keep `import pipeline.train.training` light.
@@ -38,7 +39,12 @@ MAX_TAG_CHARS = 8000  # MLflow's limit for one tag value
 # values are in its JS bundle (the Python package only sets "genai_development", for its demo).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # "Machine learning": the runs / training view
-DVC_WRITES = ("dvc.lock", ".dvc")  # rewritten by DVC itself during `dvc repro`
+DVC_WRITES = ("dvc.lock", ".dvc")
+# `mlflow ui`'s address, and the URL query that opens an experiment on its runs table: MLflow
+# 3.17's UI takes the "GenAI / Model training" view from `workflowType` in the URL, else from
+# the browser's local storage (default: GenAI), not from the experiment's kind tag.
+UI_BASE = "http://127.0.0.1:5000"
+UI_VIEW = "workflowType=machine_learning"  # rewritten by DVC itself during `dvc repro`
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -213,6 +219,17 @@ def _experiment_id(client: "MlflowClient", name: str, uri: str) -> str:
     if EXPERIMENT_KIND_TAG not in exp.tags:
         client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
+
+
+def ui_url(experiment_id: str, run_id: str | None = None, base: str = UI_BASE) -> str:
+    """The MLflow UI page of an experiment's runs table (or of one run), model-training view."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}/{page}?{UI_VIEW}"
+
+
+def run_ui_url(run_id: str, uri: str | None = None, base: str = UI_BASE) -> str:
+    """ui_url of the experiment that holds `run_id` (its runs table, where runs compare)."""
+    return ui_url(_client(tracking_uri(uri)).get_run(run_id).info.experiment_id, base=base)
 
 
 def _run_exists(client: "MlflowClient", run_id: str) -> bool:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -49,6 +50,7 @@ SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
 IMAGES_DIR = "images"
 GRID_FILE = "grid.png"
 GRID_ARTIFACT = "evaluation/grid.png"
+DETAILS_ARTIFACT = "evaluation/details.json"  # the summary with every null metric's reason
 SET_ONLY_FOR_REAL = ("is", "mask_is", "ds", "pckh")  # set metrics meaningful on real targets
 # The headline metrics, in column order, that the DVC metrics file keeps (when computed).
 HEADLINE = ("ssim", "mask_ssim", "l1", "masked_l1", "lpips", "fid", "is", "mask_is", "ds", "pckh")
@@ -235,19 +237,29 @@ def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float | int]:
     return _plain(out)
 
 
-def text_entries(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, str]:
-    """Every non-numeric leaf (reasons, notes, labels, paths) as {"eval/model/fid_reason": ...},
-    for MLflow tags; null metrics appear as "null"."""
-    out: dict[str, str] = {}
+def null_reasons(summary: Mapping[str, Any], prefix: str = "") -> dict[str, list[str]]:
+    """{reason: ["model/fid", "real/fid", ...]}: each distinct reason once, with the null
+    metrics it explains (one missing weights file nulls several metrics in every group)."""
+    out: dict[str, list[str]] = {}
     for key, value in summary.items():
-        name = f"{prefix}/{key}"
         if isinstance(value, Mapping):
-            out.update(text_entries(value, name))
-        elif value is None:
-            out[name] = "null"
-        elif not _number(value):
-            out[name] = str(list(value)) if isinstance(value, (list, tuple)) else str(value)
+            for reason, names in null_reasons(value, f"{prefix}{key}/").items():
+                out.setdefault(reason, []).extend(names)
+        elif value is None and f"{key}_reason" in summary:
+            out.setdefault(str(summary[f"{key}_reason"]), []).append(f"{prefix}{key}")
     return out
+
+
+def eval_tags(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, str]:
+    """The few MLflow tags of an evaluation: which checkpoint, and which metrics are null
+    (their reasons are in the run's evaluation/details.json artifact, not in tags)."""
+    notes = summary.get("notes") or {}
+    nulls = [name for names in null_reasons(summary).values() for name in names]
+    tags = {f"{prefix}/checkpoint": str(notes.get("checkpoint", "")),
+            f"{prefix}/generator": str(notes.get("generator", ""))}
+    if nulls:
+        tags[f"{prefix}/null_metrics"] = ", ".join(nulls) + f" (reasons: {DETAILS_ARTIFACT})"
+    return {k: v for k, v in tags.items() if v}
 
 
 # --------------------------------------------------------------------------- tracking
@@ -272,7 +284,11 @@ def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run
 
     def log(tracker) -> str:
         tracker.log_metrics(flat_metrics(summary))
-        tracker.set_tags({"eval_pairs": summary.get("pairs"), **text_entries(summary)})
+        tracker.set_tags({"eval_pairs": summary.get("pairs"), **eval_tags(summary)})
+        with tempfile.TemporaryDirectory() as tmp:  # the whole summary, reasons included
+            details = write_json(Path(tmp) / Path(DETAILS_ARTIFACT).name, _plain(dict(summary)),
+                                 sort_keys=True)
+            tracker.log_artifact(details, str(Path(DETAILS_ARTIFACT).parent))
         if grid_path is not None:
             tracker.log_artifact(grid_path, str(Path(GRID_ARTIFACT).parent))
         return tracker.run_id

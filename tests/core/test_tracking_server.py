@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,52 +14,18 @@ from pipeline.core.config import EvaluateConfig, TrackingConfig
 from pipeline.core.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, git_dirty, git_revision
 from support.tiny_data import tiny_params
 from support.eval_data import build_eval_data
+from support.mlflow_server import mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATION = importlib.util.find_spec("pipeline.train.validation") is not None  # H5's validation
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
-    """A fresh MLflow server; yields its base URL; stopped (then killed) at the end."""
-    port = _free_port()
-    exe = Path(sys.executable).parent / "mlflow"
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):  # bounded: 60 s
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.25)
-        else:
-            pytest.fail("mlflow server did not answer /health within 60 s")
+    """A fresh MLflow server; yields its base URL; stopped at the end."""
+    with mlflow_server(tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def api(url: str, endpoint: str, **query) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from PIL import Image
 from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import EvaluateConfig, ImageConfig, PathsConfig, TrackingConfig
 from pipeline.eval.evaluation import (evaluate_model, headline_metrics, pair_file, sample_grid,
-                                 text_entries, write_summary)
+                                 eval_tags, null_reasons, write_summary)
 from pipeline.metrics.ssim import ssim
 from pipeline.datasets.market1501 import MARKET1501
 from pipeline.eval.samples import first_per_identity
@@ -95,11 +96,15 @@ def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
     run = client.get_run(train_run)
     assert run.data.metrics["eval/copy_source/ssim"] == pytest.approx(summary["copy_source"]["ssim"])
     assert run.data.metrics["eval/pairs"] == len(per_pair)
-    assert [f.path for f in client.list_artifacts(train_run, "evaluation")] == ["evaluation/grid.png"]
-    # Reasons and notes are tags: which checkpoint, why FID is null.
+    assert sorted(f.path for f in client.list_artifacts(train_run, "evaluation")) == [
+        "evaluation/details.json", "evaluation/grid.png"]
+    # A few tags (which checkpoint, which metrics are null); the reasons in one artifact.
     tags = run.data.tags
-    assert tags["eval/notes/checkpoint"] == "last" and summary["notes"]["checkpoint"] == "last"
-    assert tags["eval/model/fid"] == "null" and tags["eval/model/fid_reason"] == summary["model"]["fid_reason"]
+    assert tags["eval/checkpoint"] == "last" and summary["notes"]["checkpoint"] == "last"
+    assert "model/fid" in tags["eval/null_metrics"] and not any("reason" in k for k in tags)
+    details = json.loads(Path(client.download_artifacts(train_run, "evaluation/details.json",
+                                                        str(tmp_path))).read_text())
+    assert details["model"]["fid_reason"] == summary["model"]["fid_reason"]
 
     path = write_summary(tmp_path / "eval.json", summary)
     assert json.loads(path.read_text())["pairs"] == len(per_pair)
@@ -186,11 +191,11 @@ def test_metrics_file_holds_numbers_and_tags_hold_the_text():
     metrics = headline_metrics(summary)
     assert metrics == {"ssim": 0.5, "mask_ssim": 0.75, "pckh": 0.25, "pairs": 4}
     assert list(metrics) == ["ssim", "mask_ssim", "pckh", "pairs"]
-    tags = text_entries(summary)
-    assert tags == {
-        "eval/model/fid": "null", "eval/model/fid_reason": "no weights", "eval/model/inception": "tiny",
-        "eval/copy_source/fid": "null", "eval/copy_source/fid_reason": "no weights",
-        "eval/notes/checkpoint": "best", "eval/notes/generator": "models/best.pt",
+    # One reason, once, for the two metrics it nulls; three tags, none of them a reason.
+    assert null_reasons(summary) == {"no weights": ["model/fid", "copy_source/fid"]}
+    assert eval_tags(summary) == {
+        "eval/checkpoint": "best", "eval/generator": "models/best.pt",
+        "eval/null_metrics": "model/fid, copy_source/fid (reasons: evaluation/details.json)",
     }
 
 
@@ -222,6 +227,9 @@ def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
     assert details["notes"] == {"checkpoint": "best", "generator": str(models / "best.pt"), "generator_step": 3}
     assert details["model"]["ssim"] == metrics["ssim"] and details["model"]["fid"] is None
     assert details["model"]["fid_reason"] and details["copy_source"]["ssim"] > 0
+    # Each reason printed once, however many metrics it nulls.
+    printed = capsys.readouterr().out
+    assert printed.count(details["model"]["fid_reason"]) == 1 and printed.count("null [1]") >= 2
 
     # last: models/generator.pt is not there -> one line naming the param and the file.
     params.write_text(params.read_text().replace("checkpoint: best", "checkpoint: last"))
