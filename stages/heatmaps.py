@@ -21,9 +21,12 @@ from pipeline.core.config import load_params
 from pipeline.core.fsutil import file_digest
 from pipeline.data.heatmap_store import HeatmapStore, write_heatmap_store
 from pipeline.data.heatmaps import table_keypoints
-from pipeline.data.preview import load_images, pick_rows, preview_grid, write_png
+from pipeline.core.keypoints import present
+from pipeline.data.preview import (GAP, PREVIEW_TITLES, load_images, pick_rows, preview_grid,
+                                   with_titles, write_png)
 
 PREVIEW_COUNT = 6
+MOST_JOINTS = 16  # of 18: a standing person seen whole (ears or eyes may hide)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"heatmaps: {len(table)} images {h}x{w} sigma {sigma} -> {out} "
           f"({size / 1e6:.1f} MB: keypoints, rendered on read; {dt:.1f} s)")
 
-    rows = pick_rows(table["detected"].to_numpy(bool), PREVIEW_COUNT)
-    if len(rows) == 0:
-        rows = pick_rows([True] * len(table), PREVIEW_COUNT)
+    # Whole people (the most joints visible), spread over the table: what a pose looks like.
+    joints = present(kp).sum(axis=1)
+    rows = pick_rows(joints >= min(MOST_JOINTS, joints.max(initial=0)), PREVIEW_COUNT)
     names = table["name"].astype(str).to_numpy()[rows].tolist()
     manifest = pd.read_parquet(manifest_file) if manifest_file.is_file() else None
     images, missing = load_images(names, manifest, dataset, h, w)
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(not found via {manifest_file} under {dataset}): {missing}")
     if images:
         heat = HeatmapStore(out).load(names)
-        write_png(preview, preview_grid(images, kp[rows], heat))
+        grid = preview_grid(images, kp[rows], heat)  # columns twice the image width
+        write_png(preview, with_titles(grid, PREVIEW_TITLES, 2 * w, GAP))
         print(f"heatmaps: preview of {len(images)} images -> {preview}")
     return 0
 

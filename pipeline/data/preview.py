@@ -17,6 +17,8 @@ from pipeline.core.keypoints import LIMBS, present
 
 GAP = 4  # pixels between samples
 BACKGROUND = 96  # grey used when an image cannot be found
+TITLE_H = 14  # pixels of the title row above a grid
+PREVIEW_TITLES = ("keypoints", "heatmaps")
 
 
 def _limb_colors(n: int) -> np.ndarray:
@@ -71,6 +73,35 @@ def preview_grid(
         tiles.append(pair)
         tiles.append(np.full((pair.shape[0], GAP, 3), 255, np.uint8))
     return np.concatenate(tiles[:-1], axis=1)
+
+
+def title_row(width: int, spans: Sequence[tuple[int, int, str]], height: int = TITLE_H) -> np.ndarray:
+    """A white [height, width, 3] uint8 strip with each title in black, centred over its
+    (x0, x1) span and shrunk to fit it (colour-order free: usable for RGB and BGR)."""
+    row = np.full((height, width, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for x0, x1, text in spans:
+        scale = 0.4
+        (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
+        if tw > x1 - x0 - 2:
+            scale *= (x1 - x0 - 2) / tw
+            (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
+        org = (x0 + max(0, (x1 - x0 - tw) // 2), (height + th) // 2)
+        cv2.putText(row, text, org, font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return row
+
+
+def with_titles(image: np.ndarray, titles: Sequence[str], col_width: int, gap: int = 0) -> np.ndarray:
+    """`image`, a row of column groups (len(titles) columns of col_width pixels, groups
+    separated by `gap` pixels), with the titles on top of every group: [TITLE_H + H, W, 3]."""
+    step = len(titles) * col_width + gap
+    groups = (image.shape[1] + gap) // step
+    if groups * step - gap != image.shape[1]:
+        raise ValueError(f"with_titles: {image.shape[1]} px is not {len(titles)} x {col_width} px "
+                         f"columns in groups {gap} px apart")
+    spans = [(g * step + i * col_width, g * step + (i + 1) * col_width, t)
+             for g in range(groups) for i, t in enumerate(titles)]
+    return np.concatenate([title_row(image.shape[1], spans), image], axis=0)
 
 
 def pick_rows(detected: np.ndarray, count: int = 6) -> np.ndarray:

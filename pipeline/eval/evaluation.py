@@ -43,7 +43,7 @@ import torch
 
 from pipeline.core.config import EvaluateConfig, PathsConfig, TrackingConfig
 from pipeline.core.fsutil import write_json
-from pipeline.eval.samples import first_per_identity, pair_identities, to_uint8  # one rounding for PNGs and validation
+from pipeline.eval.samples import GRID_TITLES, first_per_identity, pair_identities, sample_grid, to_uint8  # one rounding for PNGs and validation
 from pipeline.model.build import GEN_KEYS, run_generator
 
 SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
@@ -199,26 +199,6 @@ def score_generated(
     return _plain(summary), per_pair, arrays
 
 
-# --------------------------------------------------------------------------- grid
-
-
-def sample_grid(sources: np.ndarray, kp_target: np.ndarray, generated: np.ndarray,
-                real: np.ndarray) -> np.ndarray:
-    """Rows of (source | target pose skeleton | generated | real target).
-
-    sources, generated, real: uint8 [N, H, W, 3] RGB; kp_target: [N, 18, 2] pixels at H x W.
-    Returns uint8 [N * H, 4 * W, 3] RGB.
-    """
-    from pipeline.data.preview import draw_skeleton
-
-    if len(sources) == 0:
-        raise ValueError("sample_grid: no pairs to draw")
-    n, h, w, _ = sources.shape
-    skel = np.stack([draw_skeleton(np.zeros((h, w, 3), np.uint8), k) for k in kp_target])
-    panels = np.stack([sources, skel, generated, real], axis=1)  # [N, 4, H, W, 3]
-    return np.ascontiguousarray(panels.transpose(0, 2, 1, 3, 4).reshape(n * h, 4 * w, 3))
-
-
 # --------------------------------------------------------------------------- metrics / details
 
 
@@ -337,10 +317,11 @@ def evaluate_model(
                             generator_step=meta.get("step"))
     grid_path = None
     if len(g["xa"]):
-        from pipeline.data.preview import write_png
+        from pipeline.data.preview import with_titles, write_png
 
         grid_path = out_dir / GRID_FILE
-        grid = sample_grid(g["xa"], g["kpb"], g["gen"], g["xb"])
+        grid = with_titles(sample_grid(g["xa"], g["kpb"], g["gen"], g["xb"]), GRID_TITLES,
+                           g["xa"].shape[2])
         write_png(grid_path, np.ascontiguousarray(grid[:, :, ::-1]))  # RGB -> BGR for cv2
     per_pair.to_parquet(out_dir / "per_pair.parquet", index=False)
     if tracking is not None:

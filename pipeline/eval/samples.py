@@ -19,6 +19,8 @@ from pipeline.model.build import GEN_KEYS, run_generator
 GRID_ROWS = 8
 
 
+GRID_TITLES = ("source", "target pose", "generated", "target")
+
 # --------------------------------------------------------------------------- generation
 
 
@@ -81,21 +83,29 @@ def grid_pairs(dataset: Any, candidates: Sequence[int] | None = None, k: int = G
 # --------------------------------------------------------------------------- grids
 
 
-def sample_grid(xa: Tensor, hb: Tensor, fake: Tensor, xb: Tensor) -> np.ndarray:
-    """Rows of [source | target pose (max over heatmaps) | generated | real target].
+def sample_grid(sources: np.ndarray, kp_target: np.ndarray, generated: np.ndarray,
+                real: np.ndarray) -> np.ndarray:
+    """Rows of (source | target pose skeleton | generated | real target), the columns of
+    GRID_TITLES: the evaluation grid and the training samples alike.
 
-    xa, fake, xb: [N, 3, H, W] in [-1, 1]; hb: [N, 18, H, W] in [0, 1].
+    sources, generated, real: uint8 [N, H, W, 3] RGB; kp_target: [N, 18, 2] pixels at H x W.
     Returns uint8 [N * H, 4 * W, 3] RGB.
     """
-    xa, hb, fake, xb = (t.detach().float().cpu() for t in (xa, hb, fake, xb))
-    pose = hb.amax(dim=1, keepdim=True).clamp(0, 1).mul(2).sub(1).expand(-1, 3, -1, -1)
-    panels = torch.stack([xa, pose, fake, xb], dim=1)  # [N, 4, 3, H, W]
-    n, k, c, h, w = panels.shape
-    img = panels.permute(0, 3, 1, 4, 2).reshape(n * h, k * w, c)
-    return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    from pipeline.data.preview import draw_skeleton
+
+    if len(sources) == 0:
+        raise ValueError("sample_grid: no pairs to draw")
+    n, h, w, _ = sources.shape
+    skel = np.stack([draw_skeleton(np.zeros((h, w, 3), np.uint8), k) for k in kp_target])
+    panels = np.stack([sources, skel, generated, real], axis=1)  # [N, 4, H, W, 3]
+    return np.ascontiguousarray(panels.transpose(0, 2, 1, 3, 4).reshape(n * h, 4 * w, 3))
 
 
 def render_samples(G: nn.Module, batch: Mapping[str, Tensor], setup: DeviceSetup) -> np.ndarray:
-    """Generate a fixed CPU batch in eval mode -> sample_grid (uint8 [N * H, 4 * W, 3])."""
+    """Generate a fixed CPU batch in eval mode -> the titled sample_grid
+    (uint8 [TITLE_H + N * H, 4 * W, 3] RGB)."""
+    from pipeline.data.preview import with_titles
+
     fake = generate(G, batch, setup)
-    return sample_grid(batch["xa"], batch["hb"], fake, batch["xb"])
+    grid = sample_grid(to_uint8(batch["xa"]), batch["kpb"].numpy(), to_uint8(fake), to_uint8(batch["xb"]))
+    return with_titles(grid, GRID_TITLES, batch["xa"].shape[-1])

@@ -42,7 +42,6 @@ from pipeline.train.run_state import (  # noqa: F401 - re-exported: the training
     run_fingerprint,
     seed_everything,
 )
-from pipeline.eval.samples import render_samples, sample_grid  # noqa: F401 - re-exported
 from pipeline.train.hooks import (
     BEST_FILE,  # noqa: F401 - re-exported
     ProgressLog,

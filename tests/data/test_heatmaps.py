@@ -10,7 +10,8 @@ import torch
 
 from pipeline.data.heatmaps import render_heatmaps, render_heatmaps_uint8, table_keypoints
 from pipeline.core.keypoints import NUM_JOINTS, make_table
-from pipeline.data.preview import draw_skeleton, load_images, pick_rows, preview_grid, write_png
+from pipeline.data.preview import (TITLE_H, draw_skeleton, load_images, pick_rows, preview_grid,
+                                   with_titles, write_png)
 
 H, W, S = 32, 16, 3.0
 
@@ -105,6 +106,19 @@ def test_preview_draws_skeleton_and_heat(tmp_path):
     assert list(pick_rows(np.array([0, 1, 1, 0, 1, 1, 1], bool), 3)) == [1, 4, 6]
 
 
+def test_titles_sit_over_their_columns():
+    grid = np.full((20, 2 * (2 * 10) + 4, 3), 77, np.uint8)  # two groups of two 10-px columns, 4 px apart
+    titled = with_titles(grid, ("a", "b"), 10, gap=4)
+    assert titled.shape == (TITLE_H + 20, grid.shape[1], 3)
+    np.testing.assert_array_equal(titled[TITLE_H:], grid)
+    ink = (titled[:TITLE_H] < 128).any(axis=(0, 2))
+    for x0 in (0, 10, 24, 34):  # every column has its title, the gap none
+        assert ink[x0:x0 + 10].any()
+    assert not ink[20:24].any()
+    with pytest.raises(ValueError, match="not 2 x 9 px"):
+        with_titles(grid, ("a", "b"), 9, gap=4)
+
+
 def test_load_images_via_manifest(tmp_path):
     import pandas as pd
 
@@ -150,5 +164,5 @@ def test_stage_on_tiny_table(tmp_path, capsys):
     assert np.abs(store.load(names) - ref).max() <= 1 / 510 + 1e-6
     assert not store.load([names[3]]).any()
     img = cv2.imread(str(preview))
-    assert img.shape[0] == 2 * H and img.shape[1] == 6 * 4 * W + 5 * 4
+    assert img.shape[0] == TITLE_H + 2 * H and img.shape[1] == 6 * 4 * W + 5 * 4
     assert "preview without photos for 1 image" in capsys.readouterr().out

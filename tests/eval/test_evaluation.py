@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.data.preview import TITLE_H
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 
 from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import EvaluateConfig, ImageConfig, PathsConfig, TrackingConfig
-from pipeline.eval.evaluation import (evaluate_model, headline_metrics, pair_file, sample_grid,
+from pipeline.eval.evaluation import (evaluate_model, headline_metrics, pair_file,
                                  eval_tags, null_reasons, write_summary)
 from pipeline.metrics.ssim import ssim
 from pipeline.datasets.market1501 import MARKET1501
@@ -85,9 +87,11 @@ def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
     grid = np.asarray(Image.open(tmp_path / "eval" / "grid.png").convert("RGB"))
     ids = test_pairs["from"].map(lambda n: parse_name(n)[0])
     firsts = test_pairs[~ids.duplicated().to_numpy()]
-    assert len(firsts) == 2 and grid.shape == (2 * H, 4 * W, 3)
+    assert len(firsts) == 2 and grid.shape == (TITLE_H + 2 * H, 4 * W, 3)
+    assert (grid[:TITLE_H] < 128).any()  # the column titles
     for row, a in enumerate(firsts["from"]):
-        np.testing.assert_array_equal(grid[row * H:(row + 1) * H, :W], load(a)[0])
+        top = TITLE_H + row * H
+        np.testing.assert_array_equal(grid[top:top + H, :W], load(a)[0])
     assert (tmp_path / "eval" / "per_pair.parquet").is_file()
 
     # Metrics and grid went into the training run, not a new one.
@@ -151,20 +155,6 @@ def test_max_pairs_and_new_evaluate_run_without_run_id(tiny, tmp_path):
     run = MlflowClient(uri).get_run(summary["notes"]["mlflow_run_id"])
     assert run.info.run_name == "evaluate"
     assert "eval/model/ssim" in run.data.metrics
-
-
-def test_sample_grid_layout():
-    rng = np.random.default_rng(0)
-    src, gen, real = (rng.integers(0, 255, (2, 32, 16, 3), dtype=np.uint8) for _ in range(3))
-    kp = np.full((2, 18, 2), -1.0, np.float32)
-    kp[:, 1], kp[:, 2] = (8, 4), (8, 20)  # neck and right shoulder: one limb
-    grid = sample_grid(src, kp, gen, real)
-    assert grid.shape == (64, 64, 3)
-    np.testing.assert_array_equal(grid[32:64, 0:16], src[1])
-    np.testing.assert_array_equal(grid[0:32, 32:48], gen[0])
-    np.testing.assert_array_equal(grid[32:64, 48:64], real[1])
-    skeleton = grid[0:32, 16:32]
-    assert skeleton[12, 8].any() and not skeleton[28:, :].any()  # limb drawn, background black
 
 
 def test_identity_rows_take_the_first_pair_of_each_person():

@@ -14,7 +14,7 @@ import torch
 from pipeline.model.checkpoint import load_generator, safe_load
 from pipeline.core.config import PathsConfig
 from pipeline.data.pair_dataset import collate_pairs, load_pair_dataset
-from pipeline.train.training import NonFiniteLossError, run_fingerprint, sample_grid, train
+from pipeline.train.training import NonFiniteLossError, run_fingerprint, train
 from support.tiny_data import H, W, build_tiny_data, tiny_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,19 +108,6 @@ def test_nan_loss_stops_with_step_and_terms_and_keeps_last_checkpoint(tiny: Path
               progress=False)
     assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
     assert not (Path(tiny.models) / "generator.pt").exists()
-
-
-def test_sample_grid_layout() -> None:
-    xa = torch.full((2, 3, 4, 2), -1.0)
-    xb = torch.full((2, 3, 4, 2), 1.0)
-    fake = torch.zeros(2, 3, 4, 2)
-    hb = torch.zeros(2, 18, 4, 2)
-    hb[:, 5, 1, 1] = 1.0
-    grid = sample_grid(xa, hb, fake, xb)
-    assert grid.shape == (8, 8, 3) and grid.dtype == np.uint8
-    assert (grid[:, 0:2] == 0).all() and (grid[:, 6:8] == 255).all()  # source | ... | target
-    assert grid[1, 3, 0] == 255 and grid[0, 2, 0] == 0  # heatmap peak at (1, 1) of panel 2
-    assert (grid[:, 4:6] == 128).all()  # generated 0 -> mid grey
 
 
 def test_fingerprint_follows_run_settings_and_training_data(tiny: PathsConfig,

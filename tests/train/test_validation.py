@@ -16,6 +16,7 @@ from pipeline.core.config import EvaluateConfig, PathsConfig
 from pipeline.data.pair_dataset import load_pair_dataset
 from pipeline.core.device import setup_device
 from pipeline.model.generator import Generator
+from pipeline.data.preview import TITLE_H
 from pipeline.eval.samples import first_per_identity, grid_pairs, pair_identities
 from pipeline.train.training import train
 from pipeline.train.validation import (
@@ -225,4 +226,4 @@ def test_mlflow_gets_validation_by_step_and_one_grid_row_per_identity(data: Path
     import cv2
 
     grid = cv2.imread(str(art))
-    assert grid.shape == (2 * H, 4 * W, 3)  # the 2 held-out ids, one row each
+    assert grid.shape == (TITLE_H + 2 * H, 4 * W, 3)  # titles, then the 2 held-out ids, one row each
