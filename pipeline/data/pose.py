@@ -120,11 +120,28 @@ class PoseModel:
     half: bool
 
 
+def check_safe_weights(path: str) -> None:
+    """Refuse a weights file that holds anything but ultralytics' own model classes, before
+    YOLO() unpickles it: ultralytics' default load is an unrestricted pickle (a crafted file
+    runs code), its safe mode a weights_only load against an allow-list that the official
+    checkpoints pass."""
+    if not Path(path).is_file():
+        return  # a name ultralytics downloads from its own release assets
+    from ultralytics.nn.tasks import torch_safe_load
+
+    try:
+        torch_safe_load(path, safe_only=True)
+    except Exception as exc:  # TypeError / UnpicklingError / ... from the restricted load
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: refused as pose weights: not a plain ultralytics checkpoint ({first})") from None
+
+
 def load_model(weights: str, device: str = "auto") -> PoseModel:
     """Load YOLO pose weights (local path, or a name ultralytics downloads when online)."""
     from ultralytics import YOLO
 
     resolved = resolve_weights(weights)
+    check_safe_weights(resolved)
     yolo = YOLO(resolved, task="pose")
     local = Path(getattr(yolo, "ckpt_path", None) or resolved)
     if not local.is_file():

@@ -1,4 +1,5 @@
 """pipeline.data.pose (YOLO pose -> keypoint table) and the `pose` stage, on real crops and weights."""
+import os
 import json
 import shutil
 from pathlib import Path
@@ -234,3 +235,35 @@ def test_stage_reports_bad_inputs_clearly(tmp_path: Path, capsys):
     code = pose_stage.main(["--params", str(tmp_path / "none.yaml")])
     assert code == 2
     assert "none.yaml" in capsys.readouterr().err
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a crafted weights file does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_as_pose_weights_never_runs(tmp_path: Path, monkeypatch):
+    """A weights file carrying a pickle payload is refused by name before anything
+    unpickles it, whether given as a path or found by its official name in the working
+    directory (a local file wins); the payload's marker file is never created."""
+    import torch
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(marker)}, evil)
+    with pytest.raises(ValueError, match=r"evil\.pt: refused as pose weights"):
+        load_model(str(evil), "cpu")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolo11n-pose.pt").write_bytes(evil.read_bytes())
+    with pytest.raises(ValueError, match="refused as pose weights"):
+        load_model("yolo11n-pose.pt", "cpu")
+    assert not marker.exists()
+
+
+def test_official_weights_pass_the_safe_load(model):
+    assert model.yolo.task == "pose" and len(model.sha256) == 64
