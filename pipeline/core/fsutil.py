@@ -17,6 +17,19 @@ def file_digest(path: str | Path, algo: str = "sha256") -> str:
         return hashlib.file_digest(f, algo).hexdigest()
 
 
+def table_digest(path: str | Path) -> str:
+    """sha256 of a Parquet table's schema and rows, not of its file: key-value metadata
+    (provenance, labels) does not count, so equal contents give equal digests."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
 def atomic_write(dest: str | Path, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
     """write(tmp) into a temporary sibling of `dest`, then rename it onto `dest` (atomic on
     one filesystem). On any failure the temporary file is removed and `dest` is untouched,

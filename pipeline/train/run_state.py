@@ -31,6 +31,7 @@ from pipeline.model.checkpoint import (
 )
 from pipeline.core.config import Params, PathsConfig, to_dict
 from pipeline.core.device import DistInfo
+from pipeline.core.fsutil import table_digest
 from pipeline.train.loss_history import LossHistory
 from pipeline.train.validation import BestScore, ValidationHistory
 
@@ -63,8 +64,8 @@ def run_fingerprint(params: Params, paths: PathsConfig) -> str:
             "loss": to_dict(params.loss), "train": train, "sigma": params.heatmaps.sigma}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     for data in (Path(paths.pairs), Path(paths.keypoints)):
-        if data.is_file():
-            digest.update(hashlib.sha256(data.read_bytes()).digest())
+        if data.is_file():  # contents only: a rerun stage's new metadata is not new data
+            digest.update(bytes.fromhex(table_digest(data)))
     return digest.hexdigest()
 
 

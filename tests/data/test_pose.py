@@ -229,6 +229,11 @@ def test_stage_annotations_backend_with_manifest(tmp_path: Path):
     assert result["images"] == 4 and result["failed"] == 0 and result["no_annotation"] == 1
     assert result["backend"] == "annotations"
     assert read_table_metadata(out)["model"].startswith("market-annotation-train.csv@sha256:")
+    # A rerun on the same inputs writes the same bytes (no timings in the file).
+    first = out.read_bytes()
+    assert pose_stage.main(["--params", str(params), "--manifest", str(man_file),
+                            "--out", str(out), "--summary", str(summary)]) == 0
+    assert out.read_bytes() == first
 
 
 def test_stage_reports_bad_inputs_clearly(tmp_path: Path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -120,6 +121,11 @@ def test_fingerprint_follows_run_settings_and_training_data(tiny: PathsConfig,
     assert run_fingerprint(longer, _in(tiny, tmp_path / "elsewhere")) == base
     nn = dataclasses.replace(params, loss=dataclasses.replace(params.loss, nn_window=5))
     assert run_fingerprint(nn, tiny) != base
+    # The pose stage rerun: the same rows with other provenance metadata: the same run.
+    arrow = pq.read_table(tiny.keypoints)
+    pq.write_table(arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), b"pose": b'{"at": 2}'}),
+                   tiny.keypoints)
+    assert run_fingerprint(params, tiny) == base
     # New keypoints (e.g. another pose backend) with the very same pairs: another run.
     table = pd.read_parquet(tiny.keypoints)
     table["nose_x"] += 1.0
