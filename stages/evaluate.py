@@ -103,7 +103,8 @@ def generator_file(model: str | None, models_dir: str, checkpoint: str) -> tuple
 
 def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     """Generate every test pair with the trained generator, score model / copy-the-source /
-    real targets, write images, grid and per-pair table, and log into the training run."""
+    real targets, write images, grid and per-pair table (main() writes the metrics, then
+    logs into the training run)."""
     import dataclasses
 
     import torch
@@ -124,8 +125,7 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     generator, which = generator_file(args.model, paths.models, cfg.checkpoint)
     paths = dataclasses.replace(paths, pairs=args.pairs or paths.pairs)
     summary, table = evaluate_model(
-        generator, paths, args.out_dir or paths.evaluation, cfg, str(device),
-        None if args.no_tracking else params.tracking, models, checkpoint=which,
+        generator, paths, args.out_dir or paths.evaluation, cfg, str(device), models, checkpoint=which,
     )
     if args.per_pair:
         Path(args.per_pair).parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError, CheckpointError, DataError) as exc:
             sys.exit(f"evaluate: {exc}")
 
-    from pipeline.eval.evaluation import headline_metrics, write_summary
+    from pipeline.eval.evaluation import headline_metrics, track_evaluation, write_summary
 
     n = summary.get("n_pairs", summary.get("pairs", 0))
     if args.real:  # a report for the user: one file with everything
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         out = write_summary(args.out or params.paths.eval_metrics, headline_metrics(summary))
         details = write_summary(args.details or params.paths.eval_details, summary)
         print(f"evaluate: {n} pairs -> {out}, details {details}")
+        # Tracking last: the results above are on disk whatever happens to it.
+        if not args.no_tracking and track_evaluation(summary, params.tracking):
+            write_summary(details, summary)  # now with the MLflow run id
     print(format_summary(summary))
     return 0
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# The reference folder: ../shared beside the clone, or wherever $DEFORMABLE_GAN_SHARED says
+# (a worktree or a clone elsewhere).
+SHARED = Path(os.environ.get("DEFORMABLE_GAN_SHARED") or ROOT.parent / "shared")
 
 # Offline, quiet, no telemetry: set before any test imports ultralytics/mlflow/dvc.
 for _key, _value in {

@@ -114,6 +114,34 @@ def run_name(root: str | Path | None = None, ignore: Sequence[str] = ()) -> str 
     return f"{short}-dirty" if git_dirty(root, ignore) else short
 
 
+def tracking_failed(exc: BaseException, what: str = "MLflow logging") -> None:
+    """One warning line: tracking is optional, so the stage goes on and writes its results."""
+    import sys
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"tracking: warning: {what} failed, continuing without it ({type(exc).__name__}: "
+          f"{first[:300]})", file=sys.stderr)
+
+
+def _optional(method):
+    """A Tracker method that never raises: the first failure is reported once and the
+    tracker goes inactive (a full disk or a lost server must not stop training)."""
+    import functools
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if not self.active:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any backend error
+            self.failed = True
+            tracking_failed(exc)
+            return None
+
+    return guarded
+
+
 def _param_value(value: Any) -> str:
     text = str(list(value)) if isinstance(value, (list, tuple)) else str(value)
     return text[:MAX_PARAM_CHARS]
@@ -125,11 +153,13 @@ class Tracker:
     def __init__(self, client: "MlflowClient", run_id: str):
         self.client = client
         self.run_id: str | None = run_id
+        self.failed = False
 
     @property
     def active(self) -> bool:
-        return True
+        return not self.failed
 
+    @_optional
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log flat params (values stringified; None becomes 'None')."""
         from mlflow.entities import Param
@@ -138,6 +168,7 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100], synchronous=True)
 
+    @_optional
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log scalar metrics (non-finite values are skipped; MLflow rejects some of them)."""
         import time
@@ -153,6 +184,7 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000], synchronous=True)
 
+    @_optional
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags in one batch (None values skipped, long values cut to MLflow's limit)."""
         from mlflow.entities import RunTag
@@ -161,10 +193,12 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, tags=items[i : i + 100], synchronous=True)
 
+    @_optional
     def log_image(self, image: np.ndarray, artifact_file: str) -> None:
         """Log a uint8 [H, W, 3] RGB image as an artifact, e.g. 'samples/step_0001000.png'."""
         self.client.log_image(self.run_id, np.ascontiguousarray(image), artifact_file=artifact_file)
 
+    @_optional
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -175,6 +209,7 @@ class NullTracker(Tracker):
     def __init__(self) -> None:  # noqa: D107 - no client on purpose
         self.client = None  # type: ignore[assignment]
         self.run_id = None
+        self.failed = False
 
     @property
     def active(self) -> bool:
@@ -244,13 +279,19 @@ def _run_exists(client: "MlflowClient", run_id: str) -> bool:
 
 @contextlib.contextmanager
 def _running(client: "MlflowClient", run_id: str) -> Iterator[Tracker]:
-    """Yield a Tracker; mark the run FINISHED on success, FAILED (then re-raise) on error."""
+    """Yield a Tracker; mark the run FINISHED on success, FAILED (then re-raise) on error.
+    Marking it is tracking too: a failure there is a warning, never the stage's error."""
     status = "FAILED"
+    tracker = Tracker(client, run_id)
     try:
-        yield Tracker(client, run_id)
+        yield tracker
         status = "FINISHED"
     finally:
-        client.set_terminated(run_id, status=status)
+        if not tracker.failed:
+            try:
+                client.set_terminated(run_id, status=status)
+            except Exception as exc:  # noqa: BLE001
+                tracking_failed(exc, "closing the MLflow run")
 
 
 def _pipeline_outputs(params: "Params | None") -> list[str]:
@@ -280,6 +321,19 @@ def start_run(
     if not enabled:
         yield NullTracker()
         return
+    try:
+        client, run_id = _open_run(cfg, params, run_id, name)
+    except Exception as exc:  # noqa: BLE001 - an unusable store: go on untracked
+        tracking_failed(exc, f"opening an MLflow run at {tracking_uri(cfg.uri)}")
+        yield NullTracker()
+        return
+    with _running(client, run_id) as tracker:
+        yield tracker
+
+
+def _open_run(cfg: "TrackingConfig", params: "Params | None", run_id: str | None,
+              name: str | None) -> tuple["MlflowClient", str]:
+    """The client and the run to log into: `run_id` reopened, else a new run."""
     uri = tracking_uri(cfg.uri)
     client = _client(uri)
     if run_id is not None and not _run_exists(client, run_id):
@@ -305,8 +359,7 @@ def start_run(
             from pipeline.core.config import flatten
 
             Tracker(client, run_id).log_params(flatten(params))
-    with _running(client, run_id) as tracker:
-        yield tracker
+    return client, run_id
 
 
 @contextlib.contextmanager
@@ -314,6 +367,6 @@ def resume_run(run_id: str, uri: str | None = None) -> Iterator[Tracker]:
     """Reopen an existing run (e.g. the training run, from the generator's meta) to add
     metrics and artifacts, such as the evaluation results."""
     client = _client(tracking_uri(uri))
-    client.update_run(run_id, status="RUNNING")
+    client.update_run(run_id, status="RUNNING")  # raises when the run is not in this store
     with _running(client, run_id) as tracker:
         yield tracker

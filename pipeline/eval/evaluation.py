@@ -257,9 +257,10 @@ def flat_metrics(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, 
 
 
 def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run_id: str | None,
-                   tracking: TrackingConfig) -> str:
+                   tracking: TrackingConfig) -> str | None:
     """Log metrics (and the grid) into the training run `run_id` when it exists in the
-    tracking store, else into a new run named "evaluate". Returns the run id used."""
+    tracking store, else into a new run named "evaluate". Returns the run id used (None
+    when a write failed: the tracker warned and stopped)."""
     from pipeline.core import tracking as trk
 
     def log(tracker) -> str:
@@ -271,7 +272,7 @@ def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run
             tracker.log_artifact(details, str(Path(DETAILS_ARTIFACT).parent))
         if grid_path is not None:
             tracker.log_artifact(grid_path, str(Path(GRID_ARTIFACT).parent))
-        return tracker.run_id
+        return None if tracker.failed else tracker.run_id
 
     if run_id:
         from mlflow.exceptions import MlflowException
@@ -286,6 +287,25 @@ def log_evaluation(summary: Mapping[str, Any], grid_path: str | Path | None, run
         return log(tracker)
 
 
+def track_evaluation(summary: dict[str, Any], tracking: TrackingConfig) -> str | None:
+    """log_evaluation for a finished evaluation whose results are already written; tracking
+    is optional, so a failure (disk full, store unreachable) is one warning line, and the
+    run id used (recorded in the summary's notes) or None."""
+    import sys
+
+    notes = summary.setdefault("notes", {})
+    grid = notes.get("grid")
+    try:
+        run = log_evaluation(summary, Path(grid) if grid else None, notes.get("training_run_id"), tracking)
+    except Exception as exc:  # noqa: BLE001 - any tracking failure; the results stand
+        print(f"evaluate: warning: MLflow logging failed, results kept: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        return None
+    if run:
+        notes["mlflow_run_id"] = run
+    return run
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -295,14 +315,14 @@ def evaluate_model(
     out_dir: str | Path,
     cfg: EvaluateConfig,
     device: str = "auto",
-    tracking: TrackingConfig | None = None,
     models=None,
     checkpoint: str = "last",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Generate and score every test pair with the generator file; write images, the grid
-    (out_dir/grid.png) and the per-pair table (out_dir/per_pair.parquet); log to MLflow when
-    `tracking` is given. `checkpoint` labels which file it is (last | best | a path given by
-    hand), recorded in the notes. Returns (summary dict, per-pair DataFrame)."""
+    (out_dir/grid.png) and the per-pair table (out_dir/per_pair.parquet). `checkpoint`
+    labels which file it is (last | best | a path given by hand), recorded in the notes with
+    the grid and the training run id (track_evaluation logs them, after the caller has
+    written the results). Returns (summary dict, per-pair DataFrame)."""
     from pipeline.model.checkpoint import load_generator
     from pipeline.data.pair_dataset import load_pair_dataset
     from pipeline.core.device import select_device
@@ -314,7 +334,7 @@ def evaluate_model(
     out_dir = Path(out_dir)
     summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
-                            generator_step=meta.get("step"))
+                            generator_step=meta.get("step"), training_run_id=meta.get("run_id"))
     grid_path = None
     if len(g["xa"]):
         from pipeline.data.preview import with_titles, write_png
@@ -324,8 +344,8 @@ def evaluate_model(
                            g["xa"].shape[2])
         write_png(grid_path, np.ascontiguousarray(grid[:, :, ::-1]))  # RGB -> BGR for cv2
     per_pair.to_parquet(out_dir / "per_pair.parquet", index=False)
-    if tracking is not None:
-        summary["notes"]["mlflow_run_id"] = log_evaluation(summary, grid_path, meta.get("run_id"), tracking)
+    if grid_path is not None:
+        summary["notes"]["grid"] = str(grid_path)
     return summary, per_pair
 
 

@@ -135,3 +135,36 @@ def test_experiment_opens_on_the_model_training_view(tmp_path, monkeypatch):
     assert kinds["new"] == kinds["old"] == EXPERIMENT_KIND and kinds["chosen"] == "genai_development"
     assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_an_unusable_store_or_a_failing_write_never_stops_the_caller(tmp_path, capsys, monkeypatch):
+    """Tracking is optional: a store MLflow refuses (its file store is in maintenance mode
+    in 3.x) gives an untracked run, and a write that fails mid-run (here ENOSPC injected
+    into the client's batch call) is reported once and tracking stops; neither raises."""
+    import errno
+
+    from mlflow.tracking import MlflowClient
+
+    with start_run(TrackingConfig(uri=f"file://{tmp_path / 'mlruns'}", experiment="x")) as tracker:
+        assert not tracker.active and tracker.run_id is None
+        tracker.log_metrics({"a": 1.0})
+    err = capsys.readouterr().err
+    assert err.count("tracking: warning: opening an MLflow run") == 1 and "Traceback" not in err
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with start_run(TrackingConfig(uri=uri, experiment="x"), name="full-disk") as tracker:
+        run_id = tracker.run_id
+        tracker.log_metrics({"loss": 1.0}, step=1)
+
+        def no_space(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(MlflowClient, "log_batch", no_space)
+        for step in (2, 3):
+            tracker.log_metrics({"loss": 0.5}, step=step)
+        assert not tracker.active
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1
+    history = MlflowClient(uri).get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [1]  # what was logged before the failure stays

@@ -36,7 +36,7 @@ def api(url: str, endpoint: str, **query) -> dict:
 
 def test_training_and_evaluation_show_through_the_rest_api(server, tmp_path, monkeypatch):
     from pipeline.core.config import PathsConfig
-    from pipeline.eval.evaluation import evaluate_model
+    from pipeline.eval.evaluation import evaluate_model, track_evaluation
     from pipeline.train.training import train
 
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)  # a plain `dvc repro` run
@@ -55,7 +55,8 @@ def test_training_and_evaluation_show_through_the_rest_api(server, tmp_path, mon
     params = dataclasses.replace(params, tracking=tracking)
     result = train(params, paths, progress=False)
     summary, _ = evaluate_model(Path(paths.models) / "generator.pt", paths, out / "eval",
-                                EvaluateConfig(batch_size=4, grid_pairs=2), "cpu", tracking)
+                                EvaluateConfig(batch_size=4, grid_pairs=2), "cpu")
+    track_evaluation(summary, tracking)
     assert summary["notes"]["mlflow_run_id"] == result.run_id  # evaluation went into the training run
 
     exp = api(server, "experiments/get-by-name", experiment_name="served")["experiment"]
@@ -75,7 +76,9 @@ def test_training_and_evaluation_show_through_the_rest_api(server, tmp_path, mon
     assert info["run_name"] == (f"{short}-dirty" if dirty else short)
     run_tags = {t["key"]: t["value"] for t in data["tags"]}
     assert run_tags["mlflow.runName"] == info["run_name"] and run_tags["git_revision"] == git_revision(ROOT)
-    assert run_tags["eval/notes/checkpoint"] == "last"
+    assert run_tags["eval/checkpoint"] == "last"
+    # Null metrics are named in one tag; their reasons live in the details artifact, not in tags.
+    assert all(not key.startswith("eval/notes/") for key in run_tags)
 
     loss = api(server, "metrics/get-history", run_id=result.run_id, metric_key="loss/g_total")["metrics"]
     assert [m["step"] for m in loss] == [1, 2, 3, 4]
@@ -83,8 +86,11 @@ def test_training_and_evaluation_show_through_the_rest_api(server, tmp_path, mon
     assert {"eval/model/ssim", "eval/copy_source/ssim", "eval/pairs"} <= metrics
 
     listed = api(server, "artifacts/list", run_id=result.run_id, path="evaluation")
-    assert [f["path"] for f in listed["files"]] == ["evaluation/grid.png"]
-    assert int(listed["files"][0]["file_size"]) > 0
+    files = {f["path"]: int(f["file_size"]) for f in listed["files"]}
+    assert set(files) <= {"evaluation/grid.png", "evaluation/details.json"} and "evaluation/grid.png" in files
+    assert all(size > 0 for size in files.values())
+    if "eval/null_metrics" in run_tags:
+        assert "evaluation/details.json" in files
 
     if not VALIDATION:
         pytest.xfail("validation during training (pipeline/train/validation.py, H5) has not landed yet")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import EvaluateConfig, ImageConfig, PathsConfig, TrackingConfig
-from pipeline.eval.evaluation import (evaluate_model, headline_metrics, pair_file,
+from pipeline.eval.evaluation import (evaluate_model, track_evaluation, headline_metrics, pair_file,
                                  eval_tags, null_reasons, write_summary)
 from pipeline.metrics.ssim import ssim
 from pipeline.datasets.market1501 import MARKET1501
@@ -42,8 +42,11 @@ def _evaluate(tiny, out, run_id=None, uri=None, models=None, **cfg):
     paths = PathsConfig(pairs=str(files["pairs"]), manifest=str(files["manifest"]),
                         keypoints=str(files["keypoints"]), heatmaps=str(root / "heatmaps"),
                         dataset=str(dataset))
-    return evaluate_model(model, paths, out / "eval",
-                          EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", tracking, models)
+    summary, per_pair = evaluate_model(model, paths, out / "eval",
+                                       EvaluateConfig(batch_size=4, grid_pairs=3, **cfg), "cpu", models)
+    if tracking is not None:
+        track_evaluation(summary, tracking)
+    return summary, per_pair
 
 
 def test_generates_scores_and_logs_into_the_training_run(tiny, tmp_path):
@@ -189,11 +192,8 @@ def test_metrics_file_holds_numbers_and_tags_hold_the_text():
     }
 
 
-def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
-    """stages.evaluate model mode: evaluate.checkpoint best -> models/best.pt; the metrics file
-    holds only numbers, the details file says which checkpoint and why metrics are null."""
-    from stages.evaluate import main
-
+def _stage_params(tiny, tmp_path, tracking: str = ""):
+    """A best.pt of the tiny generator and a params.yaml for stages.evaluate over the tiny data."""
     root, dataset, files, test_pairs, G = tiny
     models = tmp_path / "models"
     save_generator(models / "best.pt", G, TINY, ImageConfig(height=H, width=W), {"step": 3})
@@ -204,17 +204,52 @@ def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
         f"  heatmaps: {root / 'heatmaps'}\n  pairs: {files['pairs']}\n  models: {models}\n"
         f"  evaluation: {tmp_path / 'eval'}\n  eval_metrics: {tmp_path / 'm' / 'eval.json'}\n"
         f"  eval_details: {tmp_path / 'm' / 'eval_details.json'}\n"
-        "train:\n  device: cpu\n"
+        "train:\n  device: cpu\n" + tracking +
         "evaluate:\n  checkpoint: best\n  batch_size: 4\n  grid_pairs: 2\n  download: false\n"
         "  inception_weights: null\n  lpips_weights: null\n  pose_weights: /nonexistent/pose.pt\n"
     )
+    return models, params
+
+
+def test_stage_writes_results_before_tracking_and_keeps_them_when_it_fails(tiny, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Disk full while logging to MLflow (ENOSPC injected into the client's writes): the
+    metrics and details are on disk, the stage succeeds, one warning line says why."""
+    import errno
+
+    from mlflow.tracking import MlflowClient
+
+    from stages.evaluate import main
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(MlflowClient, "log_batch", no_space)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _, params = _stage_params(tiny, tmp_path, f"tracking:\n  uri: {uri}\n")
+    assert main(["--params", str(params)]) == 0
+    assert json.loads((tmp_path / "m" / "eval.json").read_text())["pairs"] == len(tiny[3])
+    details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
+    assert "mlflow_run_id" not in details["notes"]
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "Traceback" not in err
+
+
+def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
+    """stages.evaluate model mode: evaluate.checkpoint best -> models/best.pt; the metrics file
+    holds only numbers, the details file says which checkpoint and why metrics are null."""
+    from stages.evaluate import main
+
+    test_pairs = tiny[3]
+    models, params = _stage_params(tiny, tmp_path)
     assert main(["--params", str(params), "--no-tracking"]) == 0
     metrics = json.loads((tmp_path / "m" / "eval.json").read_text())
     assert set(metrics) == {"ssim", "mask_ssim", "l1", "masked_l1", "pairs"}
     assert all(isinstance(v, (int, float)) for v in metrics.values())
     assert metrics["pairs"] == len(test_pairs)
     details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
-    assert details["notes"] == {"checkpoint": "best", "generator": str(models / "best.pt"), "generator_step": 3}
+    assert details["notes"] == {"checkpoint": "best", "generator": str(models / "best.pt"), "generator_step": 3,
+                                "training_run_id": None, "grid": str(tmp_path / "eval" / "grid.png")}
     assert details["model"]["ssim"] == metrics["ssim"] and details["model"]["fid"] is None
     assert details["model"]["fid_reason"] and details["copy_source"]["ssim"] > 0
     # Each reason printed once, however many metrics it nulls.
