@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.data.annotations import export_csv, join_manifest, read_annotations
 from pipeline.core.config import Params, load_params
 from pipeline.data.manifest import read_manifest
-from pipeline.data.pose import estimate_manifest, failures, load_model, scan_folder, summarize, write_table
+from pipeline.data.pose import estimate_manifest, failures, load_model, mark_unreadable, scan_folder, summarize, write_table
 from pipeline.core.weights import resolve as resolve_weights
 
 
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("pose: backend annotations needs pose.annotations or --annotations")
         annotations = read_annotations(files)
         table = join_manifest(annotations, manifest, source=", ".join(map(str, files)))
+        table = mark_unreadable(table, manifest, dataset)  # a corrupt image is recorded, skipped
         label = ";".join(annotations["model"].astype(str).unique())
         settings = {"annotations": [str(f) for f in files]}
     seconds = time.perf_counter() - start

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.core.config import PathsConfig
+from pipeline.core.images import decode_image
 from pipeline.data.heatmaps import table_keypoints
 
 
@@ -38,9 +39,9 @@ def read_image(path: str | Path, height: int, width: int) -> np.ndarray:
     """Decode a JPEG/PNG to float32 [3, H, W] RGB in [-1, 1] (INTER_AREA resize if needed)."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img, error = decode_image(path)  # a truncated JPEG is an error, not a half-grey image
     if img is None:
-        raise DataError(f"{path}: cannot read or decode image (missing or corrupt file)")
+        raise DataError(error)
     if img.shape[:2] != (height, width):
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
     rgb = img[:, :, ::-1].transpose(2, 0, 1)

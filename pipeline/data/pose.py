@@ -34,50 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.config import PoseConfig
-from pipeline.core.keypoints import J, coco17_to_op18, make_table, present
+from pipeline.core.keypoints import KP_COLUMNS, J, coco17_to_op18, make_table, present
 from pipeline.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from pipeline.datasets.market1501 import SPLIT_DIRS, parse_name
 from pipeline.core.fsutil import file_digest
+from pipeline.core.images import IMAGE_SUFFIXES, decode_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 METADATA_KEY = b"pose"  # Parquet key-value metadata entry holding the JSON provenance
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _truncation(data: bytes) -> str | None:
-    """Reason a JPEG/PNG byte string is truncated, or None when its end marker is there.
-
-    cv2.imdecode happily returns a half-grey image for a truncated JPEG (libjpeg only
-    warns), so we check the end-of-image marker ourselves. A little trailing padding
-    after the marker is tolerated.
-    """
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
-        return "truncated JPEG (no end-of-image marker)"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
-        return "truncated PNG (no IEND chunk)"
-    return None
-
-
-def decode_image(path: str | Path) -> tuple[np.ndarray | None, str | None]:
-    """Read one image file -> (BGR uint8 [H, W, 3], None) or (None, error message)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, f"{path}: file not found"
-    except OSError as exc:
-        return None, f"{path}: cannot read ({exc.strerror or exc})"
-    if not data:
-        return None, f"{path}: empty file"
-    problem = _truncation(data)
-    if problem:
-        return None, f"{path}: {problem}"
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        return None, f"{path}: not a decodable image"
-    return image, None
 
 
 # --------------------------------------------------------------------------- model
@@ -328,6 +291,30 @@ def estimate_manifest(
         if col in manifest:
             table.loc[failed, col] = manifest.loc[failed, col].to_numpy(np.int32)
     return table
+
+
+def mark_unreadable(table: pd.DataFrame, manifest: pd.DataFrame, dataset: str | Path,
+                    workers: int = 4) -> pd.DataFrame:
+    """Annotated keypoints are only as good as the image they describe: every manifest image
+    is decoded (as the YOLO backend does), and a missing, empty, truncated or undecodable one
+    gets detected=False, no keypoints and the error naming it, so pairs never use it.
+    `table` rows are in manifest order (annotations.join_manifest)."""
+    from pipeline.core.images import image_problem
+
+    root = Path(dataset)
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        problems = list(pool.map(image_problem, [root / p for p in manifest["path"]]))
+    bad = np.array([p is not None for p in problems], dtype=bool)
+    if not bad.any():
+        return table
+    out = table.copy()
+    out.loc[bad, "detected"] = False
+    out.loc[bad, "score"] = 0.0
+    coords = [c for c in KP_COLUMNS if not c.endswith("_c")]
+    out.loc[bad, coords] = -1.0
+    out.loc[bad, [c for c in KP_COLUMNS if c.endswith("_c")]] = 0.0
+    out.loc[bad, "error"] = [p for p in problems if p is not None]
+    return out
 
 
 # --------------------------------------------------------------------------- folders & I/O

@@ -16,10 +16,10 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+
 # OS litter that archives and folders carry; never an error, never listed.
 IGNORED_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
 IGNORED_DIRS = frozenset({"__macosx"})
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IDENTITY_COLUMNS = ("person_id", "camera", "item_id")
 
 

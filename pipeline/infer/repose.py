@@ -39,8 +39,8 @@ from pipeline.infer.crop import Box, crop_box, crop_image, map_keypoints, person
 from pipeline.core.keypoints import J, NUM_JOINTS, present, read_annotation_csv
 from pipeline.data.pairs import REQUIRED_JOINTS
 from pipeline.model.build import run_generator
+from pipeline.core.images import IMAGE_SUFFIXES, decode_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ASPECT_TOLERANCE = 0.1  # relative aspect-ratio difference under which an image is used whole
 CANONICAL_HW = (128, 64)  # frame of the canonical Market-1501 annotation CSVs
 DEFAULT_SIGMA = 6.0
@@ -191,8 +191,6 @@ def load_people(paths: Sequence[str | Path], model, out_hw: tuple[int, int], wha
                 margin: float = 0.1) -> list[Person]:
     """Decode, detect, crop and check every image; the first bad one raises ReposeError."""
     import cv2
-
-    from pipeline.data.pose import decode_image
 
     images = []
     for p in paths:

@@ -24,8 +24,8 @@ from pipeline.core.device import select_device
 from pipeline.core.config import EvaluateConfig, PoseConfig
 from pipeline.core.keypoints import KP_COLUMNS, keypoints_array, present, read_annotation_csv, scale_keypoints
 from pipeline.metrics import detection, inception, lpips, masks, pixel, ssim
+from pipeline.core.images import IMAGE_SUFFIXES, decode_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FID_REFERENCE = "the real targets of the evaluated pairs (uint8 RGB, TF1-bilinear resized to 299x299 by torch-fidelity)"
 NO_KEYPOINTS = "no target keypoints (pass --keypoints, or --detect-keypoints)"
 
@@ -301,25 +301,27 @@ def _natural(names) -> list[str]:
     return sorted(names, key=lambda n: (0, int(n), "") if n.isdigit() else (1, 0, n))
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def load_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode matched pairs -> (real, generated) uint8 [B, H, W, 3]; sizes must agree."""
-    real, gen = [], []
-    for rp, gp in pairs:
-        r, g = read_rgb(rp), read_rgb(gp)
+def load_pairs(pairs: Sequence[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
+    """Decode matched pairs -> (real, generated) uint8 [B, H, W, 3], the indices of the pairs
+    kept and one line per pair skipped because a file is unreadable (truncated, corrupt...).
+    Sizes must agree (ValueError naming the file)."""
+    real, gen, kept, skipped = [], [], [], []
+    for i, (rp, gp) in enumerate(pairs):
+        (r, r_err), (g, g_err) = decode_image(rp), decode_image(gp)
+        if r is None or g is None:
+            skipped.append(r_err or g_err)
+            continue
+        r, g = cv2.cvtColor(r, cv2.COLOR_BGR2RGB), cv2.cvtColor(g, cv2.COLOR_BGR2RGB)
         if r.shape != g.shape:
             raise ValueError(f"{gp}: size {g.shape[1]}x{g.shape[0]} differs from its real target {rp} ({r.shape[1]}x{r.shape[0]})")
         if real and r.shape != real[0].shape:
-            raise ValueError(f"{rp}: size {r.shape[1]}x{r.shape[0]} differs from {pairs[0][0]} ({real[0].shape[1]}x{real[0].shape[0]})")
+            raise ValueError(f"{rp}: size {r.shape[1]}x{r.shape[0]} differs from {pairs[kept[0]][0]} ({real[0].shape[1]}x{real[0].shape[0]})")
         real.append(r)
         gen.append(g)
-    return np.stack(real), np.stack(gen)
+        kept.append(i)
+    if not real:
+        return np.zeros((0, 0, 0, 3), np.uint8), np.zeros((0, 0, 0, 3), np.uint8), kept, skipped
+    return np.stack(real), np.stack(gen), kept, skipped
 
 
 def load_keypoints(path: str | Path, names: Sequence[str], image_hw: tuple[int, int]) -> np.ndarray:
@@ -385,10 +387,14 @@ def score_folders(
     if keypoints is None and detect_keypoints and models.detector is None:
         raise RuntimeError(f"--detect-keypoints needs the pose model: {models.detector_info}")
     scorer = Scorer(models, batch_size=cfg.batch_size, real_pckh=real_pckh and keypoints is not None)
-    source = "none"
+    source, skipped, image_size = "none", [], None
     for s in range(0, len(pairs), chunk):
-        part = pairs[s : s + chunk]
-        real, gen = load_pairs(part)
+        real, gen, kept, bad = load_pairs(pairs[s : s + chunk])
+        skipped += bad  # recorded in the summary, named; the rest is scored
+        if not kept:
+            continue
+        part = [pairs[s + i] for i in kept]
+        image_size = image_size or list(real.shape[1:3])
         names = [rp.name for rp, _ in part]
         kp = None
         if keypoints is not None:
@@ -399,8 +405,11 @@ def score_folders(
             kp = det[..., :2]
             source = f"detected on the real targets by {models.detector.label} (fallback, not annotations)"
         scorer.add(names, real, gen, kp, generated_names=[gp.name for _, gp in part])
+    if image_size is None:
+        raise ValueError(f"{generated_dir}: no readable pair to score ({skipped[0]})")
     summary, table = scorer.result()
     summary["keypoints_source"] = source
-    summary["image_size"] = list(read_rgb(pairs[0][0]).shape[:2])
+    summary["image_size"] = image_size
+    summary["skipped"] = skipped
     summary["real_dir"], summary["generated_dir"] = str(real_dir), str(generated_dir)
     return summary, table

@@ -69,8 +69,12 @@ def test_corrupt_image_error_names_the_file(tiny: PathsConfig) -> None:
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=bad.name):
         ds[0]
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="nope.jpg: file not found"):
         read_image(bad.parent / "nope.jpg", H, W)
+    good = Path(ds.paths[ds.pair_b[0]])
+    good.write_bytes(good.read_bytes()[:-100])  # cut short: cv2 would decode it half grey
+    with pytest.raises(DataError, match=f"{good.name}: truncated"):
+        read_image(good, H, W)
 
 
 def test_inconsistent_inputs_raise_clear_errors(tiny: PathsConfig) -> None:

@@ -204,11 +204,19 @@ def test_stage_standalone_on_a_folder(tmp_path: Path, crops, monkeypatch):
 
 def test_stage_annotations_backend_with_manifest(tmp_path: Path):
     src = shared_path(TRAIN_CSV)
-    names, _ = read_annotation_csv(src)
+    crops = sorted(shared_path(SAMPLE).glob("*.jpg"))[:3]  # real crops, each annotated in src
+    dataset = tmp_path / "dataset"
+    (dataset / "bounding_box_train").mkdir(parents=True)
+    for crop in crops:
+        (dataset / "bounding_box_train" / crop.name).write_bytes(crop.read_bytes())
+    truncated = dataset / "bounding_box_train" / crops[2].name
+    truncated.write_bytes(crops[2].read_bytes()[: truncated.stat().st_size // 2])
+    (dataset / "x.jpg").write_bytes(crops[0].read_bytes())  # readable, not annotated
+    names = [c.name for c in crops]
     manifest = pd.DataFrame({
-        "name": names[:3] + ["0001_c1s1_000001_01.jpg"],
-        "path": [f"bounding_box_train/{n}" for n in names[:3]] + ["x.jpg"],
-        "person_id": [int(n[:4]) for n in names[:3]] + [1],
+        "name": names + ["0001_c1s1_000001_01.jpg"],
+        "path": [f"bounding_box_train/{n}" for n in names] + ["x.jpg"],
+        "person_id": [int(n[:4]) for n in names] + [1],
         "camera": [1, 1, 1, 1],
         "split": ["train"] * 4,
         "width": [64] * 4,
@@ -219,20 +227,23 @@ def test_stage_annotations_backend_with_manifest(tmp_path: Path):
     params = tmp_path / "params.yaml"
     params.write_text("pose:\n  backend: annotations\n  annotations: [%s]\n" % src)
     out, summary = tmp_path / "kp.parquet", tmp_path / "m" / "pose.json"
-    code = pose_stage.main(["--params", str(params), "--manifest", str(man_file),
-                            "--out", str(out), "--summary", str(summary)])
-    assert code == 0
+    argv = ["--params", str(params), "--manifest", str(man_file), "--dataset", str(dataset),
+            "--out", str(out), "--summary", str(summary)]
+    assert pose_stage.main(argv) == 0
     table = pd.read_parquet(out)
     assert table["name"].tolist() == manifest["name"].tolist()
+    # The truncated JPEG is recorded with its name and skipped: no keypoints, so no pair uses it.
+    assert table["detected"].tolist() == [True, True, False, False]
+    assert str(truncated) in table["error"][2] and "truncated JPEG" in table["error"][2]
+    assert (keypoints_array(table.iloc[[2]])[..., :2] == -1).all()
     assert table["error"].tolist()[3] == "no annotation"
     result = json.loads(summary.read_text())
-    assert result["images"] == 4 and result["failed"] == 0 and result["no_annotation"] == 1
+    assert result["images"] == 4 and result["failed"] == 1 and result["no_annotation"] == 1
     assert result["backend"] == "annotations"
     assert read_table_metadata(out)["model"].startswith("market-annotation-train.csv@sha256:")
     # A rerun on the same inputs writes the same bytes (no timings in the file).
     first = out.read_bytes()
-    assert pose_stage.main(["--params", str(params), "--manifest", str(man_file),
-                            "--out", str(out), "--summary", str(summary)]) == 0
+    assert pose_stage.main(argv) == 0
     assert out.read_bytes() == first
 
 

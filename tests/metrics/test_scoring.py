@@ -172,6 +172,16 @@ def test_folders_must_match(tmp_path, shared):
         score_folders(real, gen, cfg=OFFLINE, allow_download=False)
 
 
+def test_a_truncated_image_is_recorded_and_skipped(tmp_path, shared):
+    real, gen = copy_pairs(tmp_path, shared(USERSTUDY), range(3))
+    broken = gen / "1.jpg"
+    broken.write_bytes(broken.read_bytes()[:1000])  # cv2 alone would decode it half grey
+    summary, table = score_folders(real, gen, cfg=OFFLINE, allow_download=False)
+    assert summary["n_pairs"] == 2 and table["name"].tolist() == ["0.jpg", "2.jpg"]
+    assert len(summary["skipped"]) == 1
+    assert str(broken) in summary["skipped"][0] and "truncated JPEG" in summary["skipped"][0]
+
+
 def test_userstudy_end_to_end_with_detected_keypoints(shared):
     src = shared(USERSTUDY)
     weights = shared("weights/yolo11n-pose.pt")

@@ -1,0 +1,94 @@
+"""Reading image files safely: which files count as images, and a decoder that names what
+is wrong with a file (missing, empty, truncated, not an image, too large) instead of
+returning a half-grey picture or exhausting memory.
+
+Every stage that reads images from a user's disk goes through `decode_image` (BGR uint8
+[H, W, 3]) or `image_problem` (the same checks without keeping the pixels).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# A decoded image above this many pixels is refused before decoding: a 1 MB PNG can
+# declare 20000x20000 pixels (1.2 GB as BGR). 40 Mpx is far above any person photo.
+MAX_PIXELS = 40_000_000
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def truncation(data: bytes) -> str | None:
+    """Why a JPEG/PNG byte string is truncated, or None when its end marker is there.
+
+    cv2.imdecode returns a half-grey image for a truncated JPEG (libjpeg only warns), so the
+    end-of-image marker is checked here. A little trailing padding after it is tolerated.
+    """
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        return "truncated JPEG (no end-of-image marker)"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding the pixels; None if unknown.
+    A size PIL itself calls a decompression bomb (over ~179 Mpx) comes back as its area."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError:
+        return (Image.MAX_IMAGE_PIXELS or 0) * 2 + 1, 1
+    except Exception:  # PIL cannot parse every format cv2 can; cv2 decides below
+        return None
+
+
+def _read(path: Path) -> tuple[bytes | None, str | None]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"{path}: file not found"
+    except OSError as exc:
+        return None, f"{path}: cannot read ({exc.strerror or exc})"
+    if not data:
+        return None, f"{path}: empty file"
+    return data, None
+
+
+def _header_problem(path: Path, data: bytes, max_pixels: int) -> str | None:
+    problem = truncation(data)
+    if problem:
+        return f"{path}: {problem}"
+    size = declared_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        shown = f"{size[0]}x{size[1]} pixels" if size[1] > 1 else f"over {size[0] - 1:,} pixels"
+        return f"{path}: {shown} is over the limit of {max_pixels:,}"
+    return None
+
+
+def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+    """Read one image file -> (BGR uint8 [H, W, 3], None) or (None, message naming the file)."""
+    import cv2
+
+    path = Path(path)
+    data, error = _read(path)
+    if data is None:
+        return None, error
+    error = _header_problem(path, data, max_pixels)
+    if error:
+        return None, error
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        return None, f"{path}: not a decodable image"
+    return image, None
+
+
+def image_problem(path: str | Path, max_pixels: int = MAX_PIXELS) -> str | None:
+    """What is wrong with an image file (as decode_image would say), or None if it reads."""
+    return decode_image(path, max_pixels)[1]
