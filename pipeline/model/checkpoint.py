@@ -7,7 +7,9 @@ Training checkpoints live in <models>/checkpoints/: last.pt is the newest, prev.
 before it (two files at most, so disk use stays bounded). A write goes to a temporary
 file in the same folder, is fsynced and renamed over last.pt (os.replace is atomic), so a
 crash mid-write never leaves a truncated last.pt; if last.pt is nevertheless unreadable,
-resuming falls back to prev.pt.
+resuming falls back to prev.pt, and the next save sets the bad file aside (last.pt.corrupt)
+instead of rotating it over the good prev.pt. Temporary files a killed write left behind
+are removed by the next save.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import random
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -79,14 +82,28 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     return obj
 
 
+def intact(path: Path) -> bool:
+    """True when a torch.save file's zip container reads back with matching CRCs (cheap:
+    no unpickling), so only a sound last.pt is kept as prev.pt."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return False
+
+
 def save_checkpoint(directory: str | Path, state: Mapping[str, Any]) -> Path:
-    """Write `state` as <directory>/last.pt, keeping the previous last.pt as prev.pt."""
+    """Write `state` as <directory>/last.pt, keeping the previous last.pt as prev.pt when it
+    is intact (a corrupt one is set aside as last.pt.corrupt, never rotated over prev.pt)."""
     last = Path(directory) / LAST
+    for stale in last.parent.glob(f".{LAST}.*.tmp"):  # left by a killed write
+        stale.unlink(missing_ok=True)
     # Serialise first: if that fails, nothing on disk has changed.
     tmp = _write_temp(dict(state, format_version=FORMAT_VERSION), last)
     try:
         if last.exists():
-            os.replace(last, last.with_name(PREV))
+            keep = last.with_name(PREV) if intact(last) else last.with_name(LAST + ".corrupt")
+            os.replace(last, keep)
         os.replace(tmp, last)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -103,6 +120,8 @@ def latest_checkpoint(directory: str | Path) -> tuple[Path, dict[str, Any]] | No
         if not path.exists():
             continue
         try:
+            if not intact(path):  # torch.load does not check CRCs: a flipped bit would load
+                raise CheckpointError(f"{path}: damaged file (zip CRC check failed)")
             return path, safe_load(path)
         except CheckpointError as exc:
             errors.append(str(exc))

@@ -57,6 +57,27 @@ def test_checkpoint_rotation_is_bounded_and_falls_back_to_prev(tmp_path: Path) -
     assert latest_checkpoint(tmp_path / "none") is None
 
 
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_corrupt_last_is_set_aside_not_rotated_over_prev(tmp_path: Path, damage: str) -> None:
+    for step in (1, 2):
+        save_checkpoint(tmp_path, {"step": step, "w": torch.full((1000,), float(step))})
+    last = tmp_path / "last.pt"
+    data = bytearray(last.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:  # one flipped byte inside the tensor data: the zip CRC no longer matches
+        data[len(data) // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    (tmp_path / ".last.pt.abc.tmp").write_bytes(b"left by a kill -9 mid-write")
+    with pytest.warns(UserWarning, match="last.pt"):
+        path, state = latest_checkpoint(tmp_path)
+    assert path.name == "prev.pt" and state["step"] == 1  # a flipped byte would still unpickle
+    save_checkpoint(tmp_path, {"step": 3, "w": torch.full((1000,), 3.0)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.corrupt", "prev.pt"]
+    assert safe_load(tmp_path / "prev.pt")["step"] == 1  # the good one survived
+    assert safe_load(last)["step"] == 3
+
+
 def test_weights_only_load_rejects_arbitrary_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"obj": Path("x")}, path)  # a non-allowlisted class
