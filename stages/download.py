@@ -16,9 +16,14 @@ from pipeline.core.config import load_params
 from pipeline.data.download import DownloadError, prepare_dataset
 from pipeline.data.extract import ArchiveError
 from pipeline.datasets.base import DatasetError
+from stages.cli import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_stage("download", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.download", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--archive", default=None,

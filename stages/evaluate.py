@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import ConfigError, Params, load_params
+from stages.cli import run_stage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +162,12 @@ def _summary_lines(summary: dict[str, Any], notes: dict[str, int], indent: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.model.checkpoint import CheckpointError
+
+    return run_stage("evaluate", _main, argv, extra=(CheckpointError, RuntimeError))
+
+
+def _main(argv: list[str] | None = None) -> int:
     from pipeline.core.allocator import tune_allocator
 
     tune_allocator()  # before torch allocates: keep freed memory (pipeline/core/allocator.py)

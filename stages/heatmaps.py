@@ -24,12 +24,17 @@ from pipeline.data.heatmaps import table_keypoints
 from pipeline.core.keypoints import present
 from pipeline.data.preview import (GAP, PREVIEW_TITLES, load_images, pick_rows, preview_grid,
                                    with_titles, write_png)
+from stages.cli import run_stage
 
 PREVIEW_COUNT = 6
 MOST_JOINTS = 16  # of 18: a standing person seen whole (ears or eyes may hide)
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_stage("heatmaps", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.heatmaps", description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--keypoints", help="keypoint table Parquet (default paths.keypoints)")

@@ -19,9 +19,14 @@ import pandas as pd
 from pipeline.core.config import load_params
 from pipeline.data.heatmap_store import HeatmapStore
 from pipeline.data.pairs import make_pairs, pair_counts, read_pair_list
+from stages.cli import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_stage("pairs", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.pairs", description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--keypoints", help="keypoint table Parquet (default paths.keypoints)")

@@ -25,6 +25,7 @@ from pipeline.core.config import Params, load_params
 from pipeline.data.manifest import read_manifest
 from pipeline.data.pose import estimate_manifest, failures, load_model, mark_unreadable, scan_folder, summarize, write_table
 from pipeline.core.weights import resolve as resolve_weights
+from stages.cli import run_stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,12 +53,7 @@ def _params(path: str | None) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError) as exc:  # bad inputs: one clear line, no traceback
-        print(f"pose: error: {exc}", file=sys.stderr)
-        return 2
+    return run_stage("pose", lambda a: run(_parser().parse_args(a)), argv)
 
 
 def run(args: argparse.Namespace) -> int:

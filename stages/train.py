@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from stages.cli import run_stage
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,17 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.core.allocator import tune_allocator
 
     tune_allocator()  # before torch allocates: keep freed memory (pipeline/core/allocator.py)
-    args = parse_args(argv)
     from pipeline.model.checkpoint import CheckpointError
-    from pipeline.core.config import ConfigError
-    from pipeline.data.pair_dataset import DataError
     from pipeline.train.training import NonFiniteLossError
 
-    try:
-        return run(args)
-    except (CheckpointError, ConfigError, DataError, NonFiniteLossError, FileNotFoundError) as exc:
-        print(f"train: error: {exc}", file=sys.stderr)
-        return 1
+    return run_stage("train", lambda a: run(parse_args(a)), argv,
+                     extra=(CheckpointError, NonFiniteLossError))
 
 
 def run(args: argparse.Namespace) -> int:

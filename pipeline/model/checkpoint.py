@@ -13,6 +13,7 @@ are removed by the next save.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -51,7 +52,11 @@ def _write_temp(obj: Any, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            try:
+                torch.save(obj, fh)
+            except RuntimeError as exc:  # torch reports a full disk as "unexpected pos ..."
+                raise OSError(errno.ENOSPC, f"cannot write the checkpoint, disk full? ({exc})",
+                              str(path)) from exc
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())

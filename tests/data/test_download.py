@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,14 +75,14 @@ def test_stage_cli_with_local_archive(tmp_path, capsys):
     assert len(pd.read_parquet(man)) == 7 and (out / "query").is_dir()
 
 
-def test_stage_cli_bad_archive_exits_with_message(tmp_path):
+def test_stage_cli_bad_archive_exits_with_message(tmp_path, capsys):
     archive = make_market_zip(tmp_path / "Market.zip", extra={"../evil.jpg": b"x"})
     pfile = write_params(tmp_path / "params.yaml", market_params(tmp_path, checksum=None))
     out = tmp_path / "ds"
-    with pytest.raises(SystemExit, match=r"download: .*Market\.zip.*'\.\.' component"):
-        stage.main(["--params", str(pfile), "--archive", str(archive), "--out", str(out),
-                "--summary", str(tmp_path / "m.json"),
-                    "--manifest", str(tmp_path / "m.parquet")])
+    assert stage.main(["--params", str(pfile), "--archive", str(archive), "--out", str(out),
+                       "--summary", str(tmp_path / "m.json"), "--manifest", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"download: error: .*Market\.zip.*'\.\.' component.*\n", err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Market.zip", "params.yaml"]
 
 
@@ -90,7 +91,7 @@ def test_stage_synthetic_source(tmp_path):
     if not hasattr(synthetic, "generate"):
         pytest.skip("pipeline.datasets.synthetic.generate not available yet")
     params = dataclasses.replace(
-        Params(), image=ImageConfig(height=32, width=16),
+        Params(), image=ImageConfig(height=64, width=32),
         data=DataConfig(synthetic=SyntheticConfig(train_ids=2, test_ids=2, images_per_id=2)),
     )
     out, man = tmp_path / "ds", tmp_path / "m.parquet"
@@ -98,7 +99,7 @@ def test_stage_synthetic_source(tmp_path):
                 "--out", str(out), "--summary", str(tmp_path / "m.json"), "--manifest", str(man)])
     df = pd.read_parquet(man)
     assert set(df.split) <= {"train", "test", "query"} and (df.split == "train").any()
-    assert ((df.width == 16) & (df.height == 32)).all()
+    assert ((df.width == 32) & (df.height == 64)).all()
     assert all((out / p).is_file() for p in df.path)
     assert json.loads((tmp_path / "m.json").read_text())["source"] == "synthetic"
 

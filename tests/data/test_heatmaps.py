@@ -151,7 +151,9 @@ def test_stage_on_tiny_table(tmp_path, capsys):
     manifest = tmp_path / "manifest.parquet"
     pd.DataFrame({"name": names, "path": [f"train/{n}" for n in names]}).to_parquet(manifest)
     params = tmp_path / "params.yaml"
-    params.write_text(f"image:\n  height: {H}\n  width: {W}\nheatmaps:\n  sigma: {S}\n  chunk: 3\n")
+    params.write_text(f"image:\n  height: {H}\n  width: {W}\nheatmaps:\n  sigma: {S}\n  chunk: 3\n"
+                      # a generator that can take 32x16 (params are checked whole at load)
+                      "model:\n  encoder_widths: [8, 8, 8, 8]\n  decoder_widths: [8, 8, 8]\n")
 
     out, preview = tmp_path / "hm", tmp_path / "p" / "preview.png"
     assert main(["--params", str(params), "--keypoints", str(kp_file), "--out", str(out),

@@ -258,10 +258,9 @@ def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
 
     # last: models/generator.pt is not there -> one line naming the param and the file.
     params.write_text(params.read_text().replace("checkpoint: best", "checkpoint: last"))
-    with pytest.raises(SystemExit) as exc:
-        main(["--params", str(params), "--no-tracking"])
-    assert str(exc.value) == (f"evaluate: evaluate.checkpoint: last: {models / 'generator.pt'} not found "
-                              "(run the train stage first)")
+    assert main(["--params", str(params), "--no-tracking"]) == 2
+    assert capsys.readouterr().err == (f"evaluate: error: evaluate.checkpoint: last: {models / 'generator.pt'} "
+                                       "not found (run the train stage first)\n")
     # --model overrides evaluate.checkpoint.
     assert main(["--params", str(params), "--no-tracking", "--model", str(models / "best.pt")]) == 0
     details = json.loads((tmp_path / "m" / "eval_details.json").read_text())

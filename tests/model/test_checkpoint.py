@@ -139,3 +139,18 @@ def test_another_configuration_starts_afresh_and_more_steps_resume(tmp_path: Pat
     assert resumed.completed and resumed.steps == 3
     assert len(resumed.history[next(iter(resumed.history))]) == 3
 
+
+
+def test_a_full_disk_is_an_oserror_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    save_checkpoint(tmp_path, {"step": 1})
+
+    def full(obj, fh):  # what torch.save raises when write() hits ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(tmp_path, {"step": 2})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "last.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # old file intact, no temp
