@@ -31,7 +31,9 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:  # lazy: reads the header, not the pixels
             return int(im.width), int(im.height)
-    except (OSError, UnidentifiedImageError, ValueError):
+    # ImportError: once ultralytics is imported, its patched Image.open retries an
+    # unidentified file with pi_heif, which is not installed.
+    except (OSError, UnidentifiedImageError, ValueError, ImportError):
         return 0, 0
 
 
