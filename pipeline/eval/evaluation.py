@@ -342,6 +342,10 @@ def evaluate_model(
     summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
                             generator_step=meta.get("step"), training_run_id=meta.get("run_id"))
+    if tuple(dataset.frame) != (0, image.height, 0, image.width):  # padding cropped off
+        summary["notes"]["scored_frame"] = "rows {}..{}, columns {}..{} of {}x{}".format(
+            dataset.frame[0], dataset.frame[1] - 1, dataset.frame[2], dataset.frame[3] - 1,
+            image.height, image.width)
     grid_path = None
     if len(g["xa"]):
         from pipeline.data.preview import with_titles, write_png
