@@ -57,7 +57,7 @@ def _main(argv: list[str] | None = None) -> int:
         sys.exit(f"{kp_file}: keypoint table not found (run the pose stage first)")
     table = pd.read_parquet(kp_file)
     try:
-        kp = table_keypoints(table, h, w)
+        kp = table_keypoints(table, h, w, fit=params.image.fit)
     except (KeyError, ValueError) as exc:
         sys.exit(f"{kp_file}: {exc}")
 
@@ -77,7 +77,7 @@ def _main(argv: list[str] | None = None) -> int:
     rows = pick_rows(joints >= min(MOST_JOINTS, joints.max(initial=0)), PREVIEW_COUNT)
     names = table["name"].astype(str).to_numpy()[rows].tolist()
     manifest = pd.read_parquet(manifest_file) if manifest_file.is_file() else None
-    images, missing = load_images(names, manifest, dataset, h, w)
+    images, missing = load_images(names, manifest, dataset, h, w, params.image.fit)
     if missing:
         print(f"heatmaps: preview without photos for {len(missing)} image(s) "
               f"(not found via {manifest_file} under {dataset}): {missing}")

@@ -50,9 +50,11 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         store = HeatmapStore(store_dir)
         pair_list = read_pair_list(test_list) if test_list else None
-        pairs = make_pairs(table, params.pairs, params.seed, pair_list, store.names)
+        pairs = make_pairs(table, params.pairs, params.seed, pair_list, store.names,
+                           list_source=str(test_list))
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        sys.exit(f"pairs: {exc}")
+        print(f"pairs: error: {exc}", file=sys.stderr)
+        return 2
 
     counts = pair_counts(table, pairs)
     out.parent.mkdir(parents=True, exist_ok=True)

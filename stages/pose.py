@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
         files = args.annotations or list(cfg.annotations)
         if not files:
             raise SystemExit("pose: backend annotations needs pose.annotations or --annotations")
-        annotations = read_annotations(files)
-        table = join_manifest(annotations, manifest, source=", ".join(map(str, files)))
+        annotations = read_annotations(files, image_hw=tuple(cfg.annotations_hw))
+        table = join_manifest(annotations, manifest, source=", ".join(map(str, files)),
+                              fit=params.image.fit)
         table = mark_unreadable(table, manifest, dataset)  # a corrupt image is recorded, skipped
         label = ";".join(annotations["model"].astype(str).unique())
         settings = {"annotations": [str(f) for f in files]}

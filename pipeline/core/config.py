@@ -28,6 +28,11 @@ class ConfigError(ValueError):
 class ImageConfig:
     height: int = 128
     width: int = 64
+    # How an image of another aspect ratio becomes height x width: resize stretches it (every
+    # Market-1501 crop already has the model's aspect); pad centres it on a white canvas of
+    # the model's aspect first (DeepFashion's 176-wide images back onto the 256x256 canvas they
+    # were cut from; evaluation then scores only the image's own columns).
+    fit: Literal["resize", "pad"] = "resize"
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,13 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["market1501", "synthetic"] = "synthetic"
+    source: Literal["market1501", "deepfashion", "synthetic"] = "synthetic"
     url: str | None = None        # null: the dataset's canonical archive (pipeline.datasets)
     checksum: str | None = None   # "algo:hex"; null with data.url: recorded, not checked
     archive: str | None = None
+    # Files of image names, one per line, named <split>.lst (DeepFashion's train.lst and
+    # test.lst): an image's split is the list that names it (datasets split by folder ignore it).
+    split_lists: tuple[str, ...] = ()
     cache_dir: str = "data/cache"
     timeout: float = 60.0
     retries: int = 5
@@ -79,6 +87,9 @@ class PoseConfig:
     batch: int = 64
     device: str = "auto"
     annotations: tuple[str, ...] = ()
+    # (height, width) of the frame the canonical annotation files' pixels refer to (Market:
+    # its 128x64 crops; DeepFashion: the 256x176 frame); mapped onto each image by image.fit.
+    annotations_hw: tuple[int, int] = (128, 64)
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,8 @@ def _broadcast(value, n: int) -> list:
 
 
 def read_annotation_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Parse a canonical annotation file. Returns (names, [N, 18, 2] float32 (x, y), -1 missing).
+    """Parse a canonical annotation file (fields separated by ": " or ":"). Returns (names,
+    [N, 18, 2] float32 (x, y), -1 missing).
 
     Raises ValueError naming the file and line on any malformed row.
     """
@@ -169,7 +170,8 @@ def read_annotation_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
         if not line.strip():
             continue
         try:
-            name, ys, xs = line.split(": ")
+            # Market's files separate the fields with ": ", DeepFashion's with ":".
+            name, ys, xs = (field.strip() for field in line.split(":"))
             y = [int(v) for v in ys.strip("[]").split(",")]
             x = [int(v) for v in xs.strip("[]").split(",")]
         except ValueError as exc:

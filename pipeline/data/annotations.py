@@ -34,6 +34,7 @@ from pipeline.core.keypoints import (
     scale_keypoints,
     write_annotation_csv,
 )
+from pipeline.data.canvas import keypoints_to_canvas
 from pipeline.datasets.market1501 import NAME_RE, canonical_names
 from pipeline.core.fsutil import file_digest
 
@@ -99,13 +100,17 @@ def read_annotations(
 
 
 def join_manifest(
-    annotations: pd.DataFrame, manifest: pd.DataFrame, source: str = "annotations"
+    annotations: pd.DataFrame, manifest: pd.DataFrame, source: str = "annotations",
+    fit: str = "resize",
 ) -> pd.DataFrame:
     """One keypoint-table row per manifest image (manifest order), keypoints from
     `annotations` matched by name (and by split when both sides have one).
 
     A manifest row without a split takes the split of its annotation row. Keypoints are
-    rescaled from each annotation's width x height to the manifest's.
+    brought from each annotation's width x height to the manifest's by image.fit `fit`
+    (pipeline.data.canvas): resize rescales, pad centres the annotated frame first (256x176
+    DeepFashion annotations on a 256x256 In-shop image: x + 40). item_id comes from the
+    manifest (the person id where it has none).
     Raises ValueError when an image matches more than one annotation row.
     """
     man = manifest.reset_index(drop=True)
@@ -138,9 +143,11 @@ def join_manifest(
     dst_wh = np.stack([width, height], axis=1)[rows].astype(np.float32)
     # Unknown manifest sizes (0) keep the annotation's own coordinates.
     dst_wh = np.where(dst_wh > 0, dst_wh, src_wh)
-    scale = dst_wh / np.maximum(src_wh, 1)
     scaled = ann_kp.copy()
-    scaled[..., :2] = ann_kp[..., :2] * scale[:, None, :]
+    # Each annotation frame onto its image: one (height, width) target per row.
+    for wh in np.unique(dst_wh, axis=0):
+        same = (dst_wh == wh).all(axis=1)
+        scaled[same, :, :2] = keypoints_to_canvas(ann_kp[same], src_wh[same], int(wh[1]), int(wh[0]), fit)
     scaled[~present(ann_kp)] = (-1.0, -1.0, 0.0)
     kp[rows] = scaled
     width[rows] = dst_wh[:, 0].astype(np.int32)
@@ -169,6 +176,7 @@ def join_manifest(
         error=np.where(found, None, NO_ANNOTATION),
     )
     table["model"] = pd.Series(model, dtype="string")
+    table["item_id"] = man["item_id" if "item_id" in man else "person_id"].to_numpy(np.int64)
     return table
 
 

@@ -75,7 +75,7 @@ def prepare_dataset(params: Params, dataset: Path, manifest_path: Path,
     """
     dataset, manifest_path = Path(dataset), Path(manifest_path)
     cfg = params.data
-    spec = registry.get(cfg.source)
+    spec = registry.get(cfg.source).configured(cfg)
     if cfg.source != "synthetic":
         fetched = fetch_archive(cfg, spec, archive, progress=progress)
         extract.extract_dataset(fetched.path, dataset, spec)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.core.keypoints import keypoints_array, present, scale_keypoints
+from pipeline.core.keypoints import keypoints_array, present
+from pipeline.data.canvas import keypoints_to_canvas
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -112,9 +113,10 @@ def render_heatmaps_quantised(kp: torch.Tensor, height: int, width: int, sigma: 
 
 
 def table_keypoints(table: pd.DataFrame, height: int, width: int,
-                    sizes: np.ndarray | None = None) -> np.ndarray:
+                    sizes: np.ndarray | None = None, fit: str = "resize") -> np.ndarray:
     """Keypoint table rows -> float32 [N, 18, 2] (x, y) at the target resolution: the one
-    rule that brings keypoints to model size (heatmaps stage and pair dataset alike).
+    rule that brings keypoints to model size (heatmaps stage and pair dataset alike), with
+    image.fit `fit` (pipeline.data.canvas: resize, or pad onto the model's aspect first).
 
     The table stores original-image pixels with each row's width/height (or `sizes`,
     [N, 2] (width, height), where the caller knows better); a row with joints but no
@@ -129,4 +131,4 @@ def table_keypoints(table: pd.DataFrame, height: int, width: int,
             f"{int(bad.sum())} keypoint row(s) without a positive image width/height, "
             f"cannot scale to {height}x{width}: {list(names[:20])}"
         )
-    return scale_keypoints(kp, wh, (height, width))
+    return keypoints_to_canvas(kp, wh, height, width, fit)

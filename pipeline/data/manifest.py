@@ -31,29 +31,27 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:  # lazy: reads the header, not the pixels
             return int(im.width), int(im.height)
-    except (OSError, UnidentifiedImageError, ValueError):
+    # ImportError: once ultralytics is imported, its patched Image.open retries an
+    # unidentified file with pi_heif, which is not installed.
+    except (OSError, UnidentifiedImageError, ValueError, ImportError):
         return 0, 0
 
 
 def build_manifest(root: Path, dataset: Dataset = MARKET1501) -> pd.DataFrame:
-    """Scan a dataset root (the dataset's split folders) into a table.
+    """Scan a dataset root (Dataset.images: its split folders or lists) into a table.
 
-    Raises DatasetError when a split folder is missing or a file name does not fit.
+    Raises DatasetError when the layout is wrong or a file name does not fit.
     """
     root = Path(root)
-    frames = []
-    for split, names in dataset.list_images(root).items():
-        sub = dataset.split_dirs[split]
-        try:
-            ids = dataset.identify(names)
-        except ValueError as exc:
-            raise type(exc)(f"{root / sub}: {exc}") from exc
-        sizes = [image_size(root / sub / name) for name in names]
-        frames.append(pd.DataFrame({
-            "name": names, "path": [f"{sub}/{name}" for name in names], **ids,
-            "split": split, "width": [w for w, _ in sizes], "height": [h for _, h in sizes],
-        }, columns=list(COLUMNS)))
-    df = pd.concat(frames, ignore_index=True).astype(_DTYPES)
+    images = dataset.images(root)  # name, path, split; names checked by the dataset
+    ids = dataset.identify(images["name"].tolist())
+    sizes = [image_size(root / path) for path in images["path"]]
+    df = pd.DataFrame({
+        "name": images["name"].to_numpy(), "path": images["path"].to_numpy(),
+        **{c: ids[c].to_numpy() for c in ids.columns},
+        "split": images["split"].to_numpy(), "width": [w for w, _ in sizes],
+        "height": [h for _, h in sizes],
+    }, columns=list(COLUMNS)).astype(_DTYPES)
     return df.sort_values(["split", "name"], kind="stable").reset_index(drop=True)
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.core.config import PathsConfig
 from pipeline.core.images import decode_image
+from pipeline.data.canvas import check_fit, image_to_canvas, scored_frame
 from pipeline.data.heatmaps import table_keypoints
 
 
@@ -35,15 +36,15 @@ class DataError(ValueError):
     """Inconsistent or unreadable training data (names the file and the problem)."""
 
 
-def read_image(path: str | Path, height: int, width: int) -> np.ndarray:
-    """Decode a JPEG/PNG to float32 [3, H, W] RGB in [-1, 1] (INTER_AREA resize if needed)."""
+def read_image(path: str | Path, height: int, width: int, fit: str = "resize") -> np.ndarray:
+    """Decode a JPEG/PNG to float32 [3, H, W] RGB in [-1, 1], brought to H x W by image.fit
+    `fit` (pipeline.data.canvas: INTER_AREA resize, after white padding for `pad`)."""
     import cv2
 
     img, error = decode_image(path)  # a truncated JPEG is an error, not a half-grey image
     if img is None:
         raise DataError(error)
-    if img.shape[:2] != (height, width):
-        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    img = image_to_canvas(img, height, width, fit)
     rgb = img[:, :, ::-1].transpose(2, 0, 1)
     return (rgb.astype(np.float32) / 127.5) - 1.0
 
@@ -65,6 +66,8 @@ class PairDataset(Dataset):
     manifest: DataFrame with name, path (relative to dataset_dir), width, height.
     keypoints_table: the pose stage's table (pipeline/core/keypoints.py), original pixels.
     heatmaps: a HeatmapStore whose maps are at (height, width).
+    fit: image.fit (pipeline.data.canvas); `frame` is then the (y0, y1, x0, x1) canvas
+    region that is image, not padding, which evaluation scores.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class PairDataset(Dataset):
         dataset_dir: str | Path,
         height: int,
         width: int,
+        fit: str = "resize",
     ) -> None:
         for frame, what, cols in (
             (pairs, "pairs", ("from", "to", "split")),
@@ -90,6 +94,7 @@ class PairDataset(Dataset):
         if sel.empty:
             raise DataError(f"pairs: no pairs for split {split!r}")
         self.height, self.width = int(height), int(width)
+        self.fit = check_fit(fit)
         self.heatmaps = heatmaps
 
         # One entry per distinct image used by the pairs; pairs refer to them by index.
@@ -109,7 +114,9 @@ class PairDataset(Dataset):
         ids = ids if ids is not None else (kpt if "person_id" in kpt.columns else None)
         self.person_ids: np.ndarray = (ids["person_id"].to_numpy(np.int64) if ids is not None
                                        else np.arange(len(self.names), dtype=np.int64))
-        self.keypoints = table_keypoints(kpt, self.height, self.width, sizes=self._source_sizes(kpt, man))
+        sizes = self._source_sizes(kpt, man)
+        self.keypoints = table_keypoints(kpt, self.height, self.width, sizes=sizes, fit=self.fit)
+        self.frame = scored_frame(sizes, self.height, self.width, self.fit)
 
         try:
             self.hm_rows = np.asarray(heatmaps.rows(list(self.names)), dtype=np.int64)
@@ -153,8 +160,8 @@ class PairDataset(Dataset):
             ia, ib = int(a[k]), int(b[k])
             items.append(
                 {
-                    "xa": torch.from_numpy(read_image(self.paths[ia], self.height, self.width)),
-                    "xb": torch.from_numpy(read_image(self.paths[ib], self.height, self.width)),
+                    "xa": torch.from_numpy(read_image(self.paths[ia], self.height, self.width, self.fit)),
+                    "xb": torch.from_numpy(read_image(self.paths[ib], self.height, self.width, self.fit)),
                     "ha": torch.from_numpy(maps[k].copy()),
                     "hb": torch.from_numpy(maps[n + k].copy()),
                     "kpa": torch.from_numpy(self.keypoints[ia].copy()),
@@ -167,9 +174,10 @@ class PairDataset(Dataset):
         return items
 
 
-def load_pair_dataset(paths: PathsConfig, height: int, width: int, split: str = "train") -> PairDataset:
+def load_pair_dataset(paths: PathsConfig, height: int, width: int, split: str = "train",
+                      fit: str = "resize") -> PairDataset:
     """Open the stage outputs that `paths` names (pairs, manifest, keypoint table, heatmap
-    store, dataset folder) as a PairDataset of one split at height x width."""
+    store, dataset folder) as a PairDataset of one split at height x width (image.fit `fit`)."""
     from pipeline.data.heatmap_store import HeatmapStore
 
     frames = []
@@ -179,7 +187,7 @@ def load_pair_dataset(paths: PathsConfig, height: int, width: int, split: str = 
         frames.append(pd.read_parquet(path))
     return PairDataset(
         frames[0], split, frames[1], frames[2], HeatmapStore(paths.heatmaps),
-        paths.dataset, height, width,
+        paths.dataset, height, width, fit,
     )
 
 

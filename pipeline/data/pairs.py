@@ -1,13 +1,16 @@
-"""Same-identity image pairs (method.md "Pairs", the Market-1501 protocol).
+"""Same-item image pairs (method.md "Pairs", the Market-1501 protocol).
 
 An image is usable when both shoulders and both hips have keypoints, it was detected, and
 its person id is a real identity (not -1 junk, not 0 distractor).
-Train pairs: every ordered pair (a, b), a != b, of usable 'train' images of one person id
-(sum over ids of n(n-1); 263,632 from the canonical train annotations), optionally capped
-per id by a seeded sample. Test pairs: a fixed list (the canonical 12,000) or, without one,
-a seeded sample of ordered pairs per id from the usable 'test' images.
+Train pairs: every ordered pair (a, b), a != b, of usable 'train' images of one item id
+(the keypoint table's item_id: the person on Market-1501, the clothing item, id + outfit,
+on DeepFashion; the person id for tables without the column), sum over items of n(n-1)
+(263,632 from Market's canonical train annotations), optionally capped per item by a seeded
+sample. Test pairs: a fixed list (the canonical 12,000 / 8,570) or, without one, a seeded
+sample of ordered pairs per item from the usable 'test' images.
 
-Pairs table (Parquet): from, to (image names), person_id (int64), split ('train'/'test').
+Pairs table (Parquet): from, to (image names), person_id, item_id (int64, of the 'from'
+image), split ('train'/'test').
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import pandas as pd
 from pipeline.core.config import PairsConfig
 from pipeline.datasets.market1501 import canonical_names
 
-PAIR_COLUMNS = ("from", "to", "person_id", "split")
+PAIR_COLUMNS = ("from", "to", "person_id", "item_id", "split")
 # Joints an image must have to be usable (the torso that the part warps hang on).
 REQUIRED_JOINTS = ("r_shoulder", "l_shoulder", "r_hip", "l_hip")
 
@@ -74,12 +77,18 @@ def ordered_pairs(
     return order[first + a], order[first + b]
 
 
+def item_ids(table: pd.DataFrame) -> np.ndarray:
+    """int64 [N]: the key a pair's two images share (item_id, else the person id)."""
+    return table["item_id" if "item_id" in table.columns else "person_id"].to_numpy(np.int64)
+
+
 def _pairs_frame(table: pd.DataFrame, ia: np.ndarray, ib: np.ndarray, split: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "from": pd.Series(table["name"].to_numpy()[ia], dtype="string"),
             "to": pd.Series(table["name"].to_numpy()[ib], dtype="string"),
             "person_id": table["person_id"].to_numpy(np.int64)[ia],
+            "item_id": item_ids(table)[ia],
             "split": pd.Series([split] * len(ia), dtype="string"),
         }
     )
@@ -88,9 +97,9 @@ def _pairs_frame(table: pd.DataFrame, ia: np.ndarray, ib: np.ndarray, split: str
 def split_pairs(
     table: pd.DataFrame, split: str, cap: int | None = None, seed: int = 0
 ) -> pd.DataFrame:
-    """Ordered same-id pairs of the usable images of one split (see ordered_pairs)."""
+    """Ordered same-item pairs of the usable images of one split (see ordered_pairs)."""
     rows = table[usable(table) & (table["split"] == split)].reset_index(drop=True)
-    ia, ib = ordered_pairs(rows["name"].to_numpy(), rows["person_id"].to_numpy(), cap, seed)
+    ia, ib = ordered_pairs(rows["name"].to_numpy(), item_ids(rows), cap, seed)
     return _pairs_frame(rows, ia, ib, split)
 
 
@@ -112,10 +121,11 @@ def list_pairs(table: pd.DataFrame, pair_list: pd.DataFrame, split: str = "test"
     # Canonical name -> the table's own name: a list entry `X.jpg.jpg` finds the image
     # `X.jpg` and vice versa; the pairs then carry the table's (the files') names.
     names = table["name"].astype(str).to_numpy()
-    lookup = pd.DataFrame({"name": names, "person_id": table["person_id"].to_numpy(np.int64)},
+    lookup = pd.DataFrame({"name": names, "person_id": table["person_id"].to_numpy(np.int64),
+                           "item_id": item_ids(table)},
                           index=canonical_names(names).to_numpy(object))
     lookup = lookup[~lookup.index.duplicated()]
-    own, ids = lookup["name"], lookup["person_id"]
+    own = lookup["name"]
 
     def resolve(column: str) -> np.ndarray:
         listed = pair_list[column].astype(str).to_numpy()
@@ -123,12 +133,13 @@ def list_pairs(table: pd.DataFrame, pair_list: pd.DataFrame, split: str = "test"
         return np.where(pd.isna(found), listed, found).astype(str)
 
     src, dst = resolve("from"), resolve("to")
-    pid = ids.reindex(canonical_names(src).to_numpy(object)).fillna(-1).to_numpy(np.int64)
+    keys = canonical_names(src).to_numpy(object)
+    ids = {c: lookup[c].reindex(keys).fillna(-1).to_numpy(np.int64) for c in ("person_id", "item_id")}
     return pd.DataFrame(
         {
             "from": pd.Series(src, dtype="string"),
             "to": pd.Series(dst, dtype="string"),
-            "person_id": pid,
+            **ids,
             "split": pd.Series([split] * len(pair_list), dtype="string"),
         }
     )
@@ -165,12 +176,19 @@ def make_pairs(
     seed: int = 0,
     pair_list: pd.DataFrame | None = None,
     store_names: Collection[str] | None = None,
+    list_source: str = "pairs.test_list",
 ) -> pd.DataFrame:
     """Train pairs followed by test pairs (the fixed `pair_list` if given, else generated
-    with cfg.test_pairs_per_id per id), checked against the table and heatmap store."""
+    with cfg.test_pairs_per_id per id), checked against the table and heatmap store; a
+    listed image the table lacks is a ValueError naming `list_source` (the list's file)."""
     train = split_pairs(table, "train", cfg.max_pairs_per_id, seed)
     if pair_list is not None:
         test = list_pairs(table, pair_list)
+        names = pd.unique(pd.concat([test["from"], test["to"]]).astype(str))
+        absent = names[~pd.Index(names).isin(pd.Index(table["name"].astype(str)))]
+        if len(absent):  # the list and the images disagree: say which file, not just which pairs
+            raise ValueError(f"{list_source}: {len(absent)} test pair image(s) not in the dataset, "
+                             f"e.g. {list(absent[:3])}")
     else:
         # A different random stream from the train cap, so changing one leaves the other.
         test = split_pairs(table, "test", cfg.test_pairs_per_id, seed + 1)
@@ -188,6 +206,7 @@ def pair_counts(table: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, dict[str,
         out[split] = {
             "usable_images": int(len(rows)),
             "ids": int(rows["person_id"].nunique()),
+            "items": int(pd.unique(item_ids(rows)).size),
             "pairs": int((pairs["split"] == split).sum()),
         }
     return out

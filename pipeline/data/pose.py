@@ -273,8 +273,9 @@ def estimate(
 def estimate_manifest(
     manifest: pd.DataFrame, dataset: str | Path, model: PoseModel, cfg: PoseConfig, workers: int = 4
 ) -> pd.DataFrame:
-    """estimate() on every manifest row (paths relative to `dataset`), keeping split and
-    person_id; width/height come from the decoded image, or the manifest when unreadable."""
+    """estimate() on every manifest row (paths relative to `dataset`), keeping split,
+    person_id and item_id; width/height come from the decoded image, or the manifest when
+    unreadable."""
     _check_manifest(manifest)
     root = Path(dataset)
     table = estimate(
@@ -290,6 +291,8 @@ def estimate_manifest(
     for col in ("width", "height"):
         if col in manifest:
             table.loc[failed, col] = manifest.loc[failed, col].to_numpy(np.int32)
+    # What a pair must share (DeepFashion: the clothing item), decided by the dataset.
+    table["item_id"] = manifest["item_id" if "item_id" in manifest else "person_id"].to_numpy(np.int64)
     return table
 
 

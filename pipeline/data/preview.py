@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.keypoints import LIMBS, present
+from pipeline.data.canvas import image_to_canvas
 
 GAP = 4  # pixels between samples
 BACKGROUND = 96  # grey used when an image cannot be found
@@ -118,9 +119,11 @@ def load_images(
     dataset_dir: str | Path,
     height: int,
     width: int,
+    fit: str = "resize",
 ) -> tuple[list[np.ndarray], list[str]]:
-    """Read images by name via the manifest (name, path relative to dataset_dir), resized to
-    height x width. Returns (BGR images, names not found); a missing one is a grey tile."""
+    """Read images by name via the manifest (name, path relative to dataset_dir), brought to
+    height x width by image.fit `fit` (pipeline.data.canvas). Returns (BGR images, names not
+    found); a missing one is a grey tile."""
     paths = {}
     if manifest is not None:
         paths = dict(zip(manifest["name"].astype(str), manifest["path"].astype(str)))
@@ -132,8 +135,8 @@ def load_images(
         if img is None:
             missing.append(name)
             img = np.full((height, width, 3), BACKGROUND, np.uint8)
-        elif img.shape[:2] != (height, width):
-            img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+        else:
+            img = image_to_canvas(img, height, width, fit)
         images.append(img)
     return images, missing
 

@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -66,6 +66,11 @@ class Dataset(ABC):
         """The join key between image files and annotation/pair entries (string Series)."""
         return pd.Series(list(map(str, names)), dtype="string")
 
+    def configured(self, data: Any) -> "Dataset":
+        """This dataset with the user's data.* settings applied (DataConfig; e.g.
+        DeepFashion's split lists). Datasets without such settings return themselves."""
+        return self
+
     # ------------------------------------------------------------------ layout
 
     def find_root(self, folder: Path) -> Path:
@@ -99,16 +104,29 @@ class Dataset(ABC):
                     and not is_ignored(e.name) and e.is_file())
         return out
 
-    def check_layout(self, root: Path) -> dict[str, int]:
-        """Verify a dataset root (every split folder, every image name fits, some training
-        images) and return the image count per split; DatasetError names what is wrong."""
-        root = Path(root)
-        images = self.list_images(root)
-        for split, names in images.items():
+    def images(self, root: Path) -> pd.DataFrame:
+        """Every image of a dataset root: name (the dataset's name for it), path (relative to
+        root, POSIX) and split, sorted by split then name. DatasetError when a name does
+        not fit (identify). This default reads one folder per split (split_dirs)."""
+        frames = []
+        for split, names in self.list_images(root).items():
+            sub = self.split_dirs[split]
             try:
                 self.identify(names)
             except DatasetError as exc:
-                raise DatasetError(f"{root / self.split_dirs[split]}: {exc}") from exc
-        if not images.get("train"):
-            raise DatasetError(f"{root / self.split_dirs.get('train', 'train')}: no training images")
-        return {split: len(names) for split, names in images.items()}
+                raise DatasetError(f"{Path(root) / sub}: {exc}") from exc
+            frames.append(pd.DataFrame({"name": names, "path": [f"{sub}/{n}" for n in names],
+                                        "split": split}))
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            {"name": [], "path": [], "split": []})
+        return out.astype(str)
+
+    def check_layout(self, root: Path) -> dict[str, int]:
+        """Verify a dataset root (its layout, every image name fits, some training images)
+        and return the image count per split; DatasetError names what is wrong."""
+        root = Path(root)
+        images = self.images(root)
+        counts = {str(s): int(n) for s, n in images["split"].value_counts(sort=False).items()}
+        if not counts.get("train"):
+            raise DatasetError(f"{root / self.split_dirs.get('train', '')}: no training images")
+        return counts

@@ -165,9 +165,16 @@ def score_generated(
     wanted = first_per_identity(pair_identities(dataset, np.arange(n)), int(cfg.grid_pairs))
     seen = [0]  # pairs generated so far: the index of the batch's first pair
 
+    # Only the image's own pixels are scored: with image.fit pad (DeepFashion's 176-wide
+    # images on the 256x256 canvas) the white padding is cropped off every image first.
+    y0, y1, x0, x1 = getattr(dataset, "frame", None) or (0, None, 0, None)
+
     def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
-        real, src = to_uint8(batch["xb"]), to_uint8(batch["xa"])
-        kp = batch["kpb"].numpy()
+        real, src = to_uint8(batch["xb"])[:, y0:y1, x0:x1], to_uint8(batch["xa"])[:, y0:y1, x0:x1]
+        gen = np.ascontiguousarray(gen[:, y0:y1, x0:x1])
+        real, src = np.ascontiguousarray(real), np.ascontiguousarray(src)
+        kp = batch["kpb"].numpy() - np.array([x0, y0], np.float32)
+        kp[(batch["kpb"].numpy() < 0).any(-1)] = -1.0
         names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
         for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
             scorers[which].add(names, real, pred, kp)
@@ -330,11 +337,15 @@ def evaluate_model(
     dev = select_device(device)
     G, meta = load_generator(generator_path, dev)
     image = meta["image"]
-    dataset = load_pair_dataset(paths, image.height, image.width, split="test")
+    dataset = load_pair_dataset(paths, image.height, image.width, split="test", fit=image.fit)
     out_dir = Path(out_dir)
     summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
                             generator_step=meta.get("step"), training_run_id=meta.get("run_id"))
+    if tuple(dataset.frame) != (0, image.height, 0, image.width):  # padding cropped off
+        summary["notes"]["scored_frame"] = "rows {}..{}, columns {}..{} of {}x{}".format(
+            dataset.frame[0], dataset.frame[1] - 1, dataset.frame[2], dataset.frame[3] - 1,
+            image.height, image.width)
     grid_path = None
     if len(g["xa"]):
         from pipeline.data.preview import with_titles, write_png

@@ -155,7 +155,8 @@ def _train(params: Params, paths: PathsConfig, setup: DeviceSetup, info: DistInf
     if tc.steps < 1 or tc.batch_size < 1:
         raise ValueError(f"train.steps and train.batch_size must be >= 1 (got {tc.steps}, {tc.batch_size})")
     if dataset is None:
-        dataset = load_pair_dataset(paths, params.image.height, params.image.width, "train")
+        dataset = load_pair_dataset(paths, params.image.height, params.image.width, "train",
+                                    params.image.fit)
     seed_everything(params.seed)
     trainer = build_trainer(params, setup, info)
     seed_everything(params.seed + info.rank)  # per-rank dropout streams after identical init

@@ -93,7 +93,8 @@ def open_validation_set(params: Any, paths: Any) -> ValidationSet | None:
         warnings.warn(f"train.val_every: {paths.pairs} has no test pairs; validation skipped "
                       "(best.pt will be the final generator)", stacklevel=2)
         return None
-    ds = load_pair_dataset(paths, params.image.height, params.image.width, split="test")
+    ds = load_pair_dataset(paths, params.image.height, params.image.width, split="test",
+                           fit=params.image.fit)
     return ValidationSet(ds, choose_pairs(len(ds), tc.val_pairs, params.seed))
 
 

@@ -63,7 +63,7 @@ def test_usable_rules(table):
 
 def test_train_pairs_all_ordered_same_id(table):
     pairs = split_pairs(table, "train")
-    assert list(pairs.columns) == ["from", "to", "person_id", "split"]
+    assert list(pairs.columns) == ["from", "to", "person_id", "item_id", "split"]
     assert (pairs["from"] != pairs["to"]).all()
     assert (pairs["split"] == "train").all()
     ids = pairs["from"].map(lambda n: market.parse_name(n)[0])
@@ -109,8 +109,8 @@ def test_generated_test_pairs_and_counts(table):
     assert Counter(test["person_id"]) == {7: 3, 8: 2}
     assert Counter(pairs.loc[pairs["split"] == "train", "person_id"]) == {1: 4, 2: 2}
     counts = pair_counts(table, pairs)
-    assert counts == {"train": {"usable_images": 6, "ids": 3, "pairs": 6},
-                      "test": {"usable_images": 7, "ids": 2, "pairs": 5}}
+    assert counts == {"train": {"usable_images": 6, "ids": 3, "items": 3, "pairs": 6},
+                      "test": {"usable_images": 7, "ids": 2, "items": 2, "pairs": 5}}
 
 
 def test_fixed_list_checks_names(table, tmp_path):
@@ -124,8 +124,10 @@ def test_fixed_list_checks_names(table, tmp_path):
     assert (test["person_id"] == 7).all()
 
     csv.write_text(f"from,to\n{test_names[0]},missing_one.jpg\n")
-    with pytest.raises(ValueError, match=r"1 image\(s\) not in the keypoint table: \['missing_one.jpg'\]"):
-        make_pairs(table, PairsConfig(), 0, read_pair_list(csv))
+    # The list and the images disagree: the message names the list's file.
+    with pytest.raises(ValueError, match=r"pairs.csv: 1 test pair image\(s\) not in the dataset, "
+                                         r"e.g. \['missing_one.jpg'\]"):
+        make_pairs(table, PairsConfig(), 0, read_pair_list(csv), list_source=str(csv))
     undetected = table.loc[4, "name"]
     csv.write_text(f"from,to\n{undetected},{test_names[0]}\n")
     with pytest.raises(ValueError, match=f"detected false.*{undetected}"):
@@ -187,7 +189,7 @@ def test_stage_on_tiny_table(table, tmp_path, capsys):
             "--out", str(out), "--counts", str(counts)]
     assert main(args) == 0
     pairs = pd.read_parquet(out)
-    assert list(pairs.columns) == ["from", "to", "person_id", "split"]
+    assert list(pairs.columns) == ["from", "to", "person_id", "item_id", "split"]
     c = json.loads(counts.read_text())
     assert c["train"]["pairs"] == 8 and c["test"]["pairs"] == 4
     assert len(pairs) == 12
