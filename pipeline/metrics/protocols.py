@@ -287,14 +287,18 @@ class ProtocolScorer:
         self.per_pair: dict[str, list[np.ndarray]] = {m: [] for m in rec.metrics if m not in ("fid", "is")}
         self.features: list[np.ndarray] = []
         self.logits: list[np.ndarray] = []
+        self.errors: dict[str, str] = {}  # metric -> why it cannot be computed on these images
 
     def add(self, real, generated, kp_target=None) -> None:
         rec, nets = self.rec, self.nets
         real, generated = np.asarray(real), np.asarray(generated)
         for metric in ("ssim", "ssim_256"):
-            if metric in self.per_pair:
+            if metric in self.per_pair and metric not in self.errors:
                 r, g = (unit(prepare(x, rec, metric, role)) for x, role in ((real, "target"), (generated, "generated")))
-                self.per_pair[metric].append(self._ssim(metric, r, g))
+                try:
+                    self.per_pair[metric].append(self._ssim(metric, r, g))
+                except ValueError as exc:  # images smaller than the window (skimage refuses too)
+                    self.errors[metric] = f"{rec.name} {metric}: {exc}"
         if "lpips" in self.per_pair and nets.lpips is not None:
             r, g = (prepare(x, rec, "lpips", role) for x, role in ((real, "target"), (generated, "generated")))
             self.per_pair["lpips"].append(self._lpips(r, g))
@@ -335,8 +339,9 @@ class ProtocolScorer:
             values = np.concatenate(parts) if parts else np.zeros(0)
             n = kept(len(values), batches.get(metric))
             s[metric] = float(values[:n].mean()) if n else None
-            s[f"{metric}_pairs"] = int(n)
-            if s[metric] is None:
+            if n:
+                s[f"{metric}_pairs"] = int(n)
+            else:
                 s[f"{metric}_reason"] = self._reason(metric)
         if "fid" in rec.metrics:
             self._fid(s)
@@ -348,6 +353,8 @@ class ProtocolScorer:
         return s
 
     def _reason(self, metric: str) -> str:
+        if metric in self.errors:
+            return self.errors[metric]
         if metric in ("lpips", "mask_lpips") and self.nets.lpips is None:
             return self.nets.lpips_info
         if metric == "mask_lpips":

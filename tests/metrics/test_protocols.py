@@ -311,3 +311,32 @@ def test_imagenet_inception_offline_is_null_with_reason(tmp_path, monkeypatch):
 def test_unknown_protocol_is_one_line():
     with pytest.raises(ValueError, match="unknown protocol 'nope'"):
         protocols.recipe("nope")
+
+
+def test_stage_scores_two_folders_under_every_protocol(market, tmp_path, capsys):
+    """python -m stages.evaluate --real --generated --protocol ... --fid-real: one group per
+    protocol; offline without Inception / LPIPS weights those metrics are null with the reason."""
+    from stages.evaluate import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  inception_weights: null\n  lpips_weights: null\n  pose_weights: /nonexistent/pose.pt\n"
+                      "  imagenet_inception_weights: /nonexistent/inception_v3.pth\n"
+                      f"  fid_stats: {tmp_path / 'stats'}\n")
+    out = tmp_path / "metrics.json"
+    names = [n for n in protocols.RECIPES]
+    argv = ["--params", str(params), "--real", str(market["root"] / "gt"), "--generated", str(market["root"] / "gen"),
+            "--fid-real", str(market["root"] / "train"), "--out", str(out)]
+    assert main(argv + [a for n in names for a in ("--protocol", n)]) == 0
+    import json
+
+    got = json.loads(out.read_text())
+    assert 0 < got["ssim"] < 1 and set(got["protocols"]) == set(names) - {"defgan"}
+    for name, group in got["protocols"].items():
+        assert 0 < group["ssim"] < 1, name
+        if "fid" in protocols.recipe(name).metrics:
+            assert group["fid"] is None and "imagenet_inception_weights" in group["fid_reason"], name
+        if "lpips" in protocols.recipe(name).metrics:
+            assert group["lpips"] is None and "lpips_weights is null" in group["lpips_reason"], name
+    assert got["protocols"]["patn-fashion"]["is_reason"].startswith("evaluate.inception_weights is null")
+    with pytest.raises(SystemExit, match="unknown protocol 'gfla'"):
+        main(argv + ["--protocol", "gfla"])
