@@ -15,6 +15,12 @@ Standalone mode, on two folders of images matched by file name:
 
     python -m stages.evaluate --real DIR --generated DIR [--keypoints FILE] [--detect-keypoints]
         [--real-pckh] [--pose-weights FILE] [--out metrics.json] [--per-pair FILE.parquet] [--params params.yaml]
+        [--protocol NAME ...] [--fid-real DIR]
+
+--protocol NAME (repeatable; both modes): also score under a paper family's protocol
+(pipeline/metrics/protocols.py), its keys grouped under its name; --fid-real DIR: the
+training images those protocols' FID compares with (model mode: default the manifest's
+train split).
 
 --keypoints: target keypoints keyed by the real file names (keypoint-table Parquet or
 canonical annotation CSV). Without it, --detect-keypoints runs the pose model on the real
@@ -43,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                             help="without --keypoints: detect target keypoints on the real images")
     standalone.add_argument("--real-pckh", action="store_true", help="also PCKh of the real targets (upper bound)")
     ap.add_argument("--pose-weights", default=None, help="YOLO pose weights; overrides evaluate.pose_weights")
+    ap.add_argument("--protocol", action="append", default=None, metavar="NAME",
+                    help="also score under a paper family's protocol (repeatable; overrides evaluate.protocol): "
+                         "defgan, patn-fashion, gfla-market, gfla-fashion, dptn-market, dptn-fashion, "
+                         "pidm-fashion, cfld-fashion")
+    ap.add_argument("--fid-real", default=None, metavar="DIR",
+                    help="FID real set of those protocols (the training images); overrides evaluate.fid_real")
     standalone.add_argument("--max-pairs", type=int, default=None, help="overrides evaluate.max_pairs")
     trained = ap.add_argument_group("model mode (default: generate the test pairs with the trained model)")
     trained.add_argument("--model", default=None,
@@ -64,12 +76,25 @@ def load(path: str | None) -> Params:
     return load_params(path)
 
 
+def protocol_options(cfg, args: argparse.Namespace):
+    """evaluate config with --protocol / --fid-real applied (unknown names: one line)."""
+    import dataclasses
+
+    from pipeline.metrics.protocols import recipe
+
+    if args.protocol:
+        cfg = dataclasses.replace(cfg, protocol=tuple(recipe(n).name for n in args.protocol))
+    if args.fid_real is not None:
+        cfg = dataclasses.replace(cfg, fid_real=args.fid_real)
+    return cfg
+
+
 def run_standalone(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     import dataclasses
 
     from pipeline.metrics.scoring import score_folders
 
-    cfg = params.evaluate
+    cfg = protocol_options(params.evaluate, args)
     if args.max_pairs is not None:
         cfg = dataclasses.replace(cfg, max_pairs=args.max_pairs)
     if args.pose_weights is not None:
@@ -114,7 +139,7 @@ def run_model(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     from pipeline.eval.evaluation import evaluate_model
     from pipeline.metrics.scoring import load_models
 
-    paths, cfg = params.paths, params.evaluate
+    paths, cfg = params.paths, protocol_options(params.evaluate, args)
     if args.pose_weights is not None:
         cfg = dataclasses.replace(cfg, pose_weights=args.pose_weights)
     if args.max_pairs is not None:

@@ -182,6 +182,11 @@ class TrackingConfig:
     experiment: str = "deformable-gan"
 
 
+# The paper families' evaluation protocols (recipes in pipeline/metrics/protocols.py).
+Protocol = Literal["defgan", "patn-fashion", "gfla-market", "gfla-fashion", "dptn-market", "dptn-fashion",
+                   "pidm-fashion", "cfld-fashion"]
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int = 32
@@ -194,6 +199,11 @@ class EvaluateConfig:
     pose_weights: str | None = None  # null = pose.weights
     grid_pairs: int = 8
     download: bool = True  # may fetch missing weights into the cache; false = report them null
+    # Protocols scored (defgan: the flat keys; each other one: a group of keys named after it).
+    protocol: tuple[Protocol, ...] = ("defgan",)
+    imagenet_inception_weights: str | None = "inception_v3_imagenet"  # torchvision's, for FID of gfla/dptn/pidm/cfld
+    fid_real: str | None = None  # folder of FID's real set; null = the train split of paths.manifest
+    fid_stats: str | None = "data/fid_stats"  # cache of the real sets' statistics; null = none
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,8 @@ def _lpips_bundled() -> Path | None:
 #   (= ../shared/weights/yolo11n-pose.pt, 869e83fc...5e9319dc0).
 # - inception_fid: torch_fidelity/feature_extractor_inceptionv3.py (URL_INCEPTION_V3),
 #   whose name embeds the sha256 prefix 6726825d.
+# - inception_v3_imagenet: torchvision's Inception_V3_Weights.IMAGENET1K_V1 (the
+#   pretrained=True network GFLA / DPTN / PIDM / CFLD compute FID with), sha256 prefix in the name.
 # - lpips_alex: the lpips repository's lpips/weights/v0.1/alex.pth; sha256 of the file
 #   shipped in the lpips 0.1.4 wheel.
 REGISTRY: dict[str, Entry] = {
@@ -128,6 +130,13 @@ REGISTRY: dict[str, Entry] = {
             "weights-inception-2015-12-05-6726825d.pth",
             "weights-inception-2015-12-05-6726825d.pth",
             "sha256:6726825d",  # the publisher's prefix (full hash reported: 6726825d0af5...9129b2)
+        ),
+        Entry(
+            "inception_v3_imagenet",
+            "torchvision's Inception v3 IMAGENET1K_V1 (FID of GFLA, DPTN, PIDM, CFLD)",
+            "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+            "inception_v3_google-0cc3c7bd.pth",
+            "sha256:0cc3c7bd",
         ),
         Entry(
             "alexnet",

@@ -138,12 +138,15 @@ def score_generated(
     cfg: EvaluateConfig,
     device: str | torch.device = "cpu",
     models=None,
+    protocols=None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
     """Generate into out_dir/images and score, batch by batch, the model, the copy-the-source
     baseline and the real targets with pipeline.metrics.scoring.Scorer.
 
     models: pipeline.metrics.scoring.Models (Inception / LPIPS / pose detector, each possibly
     None with a reason); default: only the per-pair metrics that need no weights.
+    protocols: a pipeline.metrics.protocol_set.ProtocolSet scoring the model's images under
+    the other families' protocols too (summary["protocols"]).
     Returns (summary, per_pair table, grid arrays for one pair per identity (identity_rows,
     up to cfg.grid_pairs): xa, kpb, gen, xb as uint8 [N, H, W, 3] / float32 [N, 18, 2]).
     """
@@ -178,6 +181,8 @@ def score_generated(
         names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
         for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
             scorers[which].add(names, real, pred, kp)
+        if protocols:
+            protocols.add(real, gen, kp)
         take = wanted[(wanted >= seen[0]) & (wanted < seen[0] + len(real))] - seen[0]
         if len(take):
             for key, arr in (("xa", src), ("kpb", kp), ("gen", gen), ("xb", real)):
@@ -202,6 +207,8 @@ def score_generated(
         "pairs": int(len(per_pair)),
         "notes": {},
     }
+    if protocols:
+        summary["protocols"] = protocols.result()
     arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in grid.items()}
     return _plain(summary), per_pair, arrays
 
@@ -221,6 +228,10 @@ def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float | int]:
     pairs = summary.get("pairs")
     if _number(pairs):
         out["pairs"] = int(pairs)
+    for name, group in (summary.get("protocols") or {}).items():  # {protocol: {metric: value}}
+        numbers = {k: v for k, v in group.items() if _number(v) and not k.endswith("_std")}
+        if numbers:
+            out[name] = numbers
     return _plain(out)
 
 
@@ -259,6 +270,8 @@ def flat_metrics(summary: Mapping[str, Any], prefix: str = "eval") -> dict[str, 
         for key, value in (summary.get(group) or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 out[f"{prefix}/{group}/{key}"] = float(value)
+    for name, group in (summary.get("protocols") or {}).items():
+        out.update({f"{prefix}/{name}/{k}": float(v) for k, v in group.items() if _number(v)})
     out[f"{prefix}/pairs"] = float(summary.get("pairs", 0))
     return out
 
@@ -339,7 +352,8 @@ def evaluate_model(
     image = meta["image"]
     dataset = load_pair_dataset(paths, image.height, image.width, split="test", fit=image.fit)
     out_dir = Path(out_dir)
-    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models)
+    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models,
+                                           protocol_set_for(cfg, paths, models, dev.type))
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
                             generator_step=meta.get("step"), training_run_id=meta.get("run_id"))
     if tuple(dataset.frame) != (0, image.height, 0, image.width):  # padding cropped off
@@ -358,6 +372,24 @@ def evaluate_model(
     if grid_path is not None:
         summary["notes"]["grid"] = str(grid_path)
     return summary, per_pair
+
+
+def protocol_set_for(cfg: EvaluateConfig, paths: PathsConfig, models, device: str):
+    """The ProtocolSet of evaluate.protocol (None for the 2018 protocol alone); its FID real
+    set: evaluate.fid_real, else the train split of the manifest."""
+    from pipeline.metrics import protocol_set
+    from pipeline.metrics.scoring import Models
+
+    if all(name == "defgan" for name in cfg.protocol):
+        return None
+    if cfg.fid_real:
+        files = protocol_set.folder_files(cfg.fid_real)
+    else:
+        files = protocol_set.manifest_train_files(paths.manifest, paths.dataset) or None
+    models = models or Models(device=device)
+    return protocol_set.ProtocolSet(cfg.protocol, protocol_set.nets_from_models(models), files,
+                                    real_reason=f"{paths.manifest} has no train images",
+                                    cache_dir=cfg.fid_stats, batch_size=cfg.batch_size)
 
 
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:

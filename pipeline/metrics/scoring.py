@@ -40,6 +40,8 @@ class Models:
     lpips_info: str = "not requested"
     detector: Any = None  # pipeline.data.pose.PoseModel
     detector_info: str = "not requested"
+    imagenet_inception: torch.nn.Module | None = None  # torchvision's (protocols): [0, 1] -> [n, 2048]
+    imagenet_inception_info: str = "not requested"
     pose_cfg: PoseConfig = field(default_factory=PoseConfig)
     device: str = "cpu"
 
@@ -69,6 +71,11 @@ def load_models(
         )
     if use_detector:
         m.detector, m.detector_info = _load_detector(cfg, pose_cfg, allow_download, device)
+    from pipeline.metrics import imagenet_inception, protocol_set
+
+    if use_inception and protocol_set.needs_imagenet(cfg.protocol):
+        m.imagenet_inception, m.imagenet_inception_info = imagenet_inception.load_imagenet_inception(
+            cfg.imagenet_inception_weights, allow_download=allow_download, device=device)
     return m
 
 
@@ -357,6 +364,15 @@ def load_keypoints(path: str | Path, names: Sequence[str], image_hw: tuple[int, 
     return out
 
 
+def _protocol_set(cfg: EvaluateConfig, models: Models):
+    """The ProtocolSet of cfg.protocol, its FID real set the folder cfg.fid_real."""
+    from pipeline.metrics import protocol_set
+
+    files = protocol_set.folder_files(cfg.fid_real) if cfg.fid_real else None
+    return protocol_set.ProtocolSet(cfg.protocol, protocol_set.nets_from_models(models), files,
+                                    cache_dir=cfg.fid_stats, batch_size=cfg.batch_size)
+
+
 def score_folders(
     real_dir: str | Path,
     generated_dir: str | Path,
@@ -375,6 +391,8 @@ def score_folders(
     keypoints: target keypoints file keyed by the REAL file names (see load_keypoints).
     Without it and with detect_keypoints, the pose model's keypoints on the real targets are
     used for the masks and PCKh (said so in the summary's keypoints_source).
+    cfg.protocol: the protocols scored besides the 2018 one (summary["protocols"]); their
+    FID real set is the folder cfg.fid_real (the training images).
     Returns (summary, per-pair table).
     """
     cfg = cfg or EvaluateConfig()
@@ -387,6 +405,7 @@ def score_folders(
     if keypoints is None and detect_keypoints and models.detector is None:
         raise RuntimeError(f"--detect-keypoints needs the pose model: {models.detector_info}")
     scorer = Scorer(models, batch_size=cfg.batch_size, real_pckh=real_pckh and keypoints is not None)
+    extra = _protocol_set(cfg, models)
     source, skipped, image_size = "none", [], None
     for s in range(0, len(pairs), chunk):
         real, gen, kept, bad = load_pairs(pairs[s : s + chunk])
@@ -405,9 +424,12 @@ def score_folders(
             kp = det[..., :2]
             source = f"detected on the real targets by {models.detector.label} (fallback, not annotations)"
         scorer.add(names, real, gen, kp, generated_names=[gp.name for _, gp in part])
+        extra.add(real, gen, kp)
     if image_size is None:
         raise ValueError(f"{generated_dir}: no readable pair to score ({skipped[0]})")
     summary, table = scorer.result()
+    if extra:
+        summary["protocols"] = extra.result()
     summary["keypoints_source"] = source
     summary["image_size"] = image_size
     summary["skipped"] = skipped

@@ -69,24 +69,28 @@ def ssim_nchw(
     truncate: float = 3.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    taps: torch.Tensor | None = None,
+    cov_norm: float = 1.0,
+    shift: float = 127.5,
 ) -> torch.Tensor:
     """SSIM of float images x, y [B, C, H, W] with per-image data_range [B] -> [B].
 
     Mean over channels and over the (H - 2r) x (W - 2r) valid pixels, r = filter radius.
     A data_range of 0 with identical constant images gives NaN, as in skimage.
+    taps: the 1-D window (default: the Gaussian of sigma / truncate); cov_norm multiplies
+    the (co)variances (skimage's NP / (NP - 1) for use_sample_covariance=True).
     """
     b, c, h, w = x.shape
-    taps = gaussian_taps(sigma, truncate, x.dtype).to(x.device)
+    taps = (gaussian_taps(sigma, truncate, x.dtype) if taps is None else taps.to(x.dtype)).to(x.device)
     k = taps.numel()
     if h < k or w < k:
         raise ValueError(f"images of {h}x{w} are smaller than the {k}x{k} SSIM window")
     # Moments of images shifted by a constant: (co)variances do not change, and the smaller
     # magnitudes keep float32 cancellation in E[x^2] - E[x]^2 negligible.
-    shift = 127.5
     xc, yc = x - shift, y - shift
     stack = torch.stack([xc, yc, xc * xc, yc * yc, xc * yc], dim=0)  # [5, B, C, H, W]
     mx, my, mxx, myy, mxy = valid_filter(stack, taps).unbind(0)
-    vx, vy, vxy = mxx - mx * mx, myy - my * my, mxy - mx * my
+    vx, vy, vxy = (cov_norm * (mxx - mx * mx), cov_norm * (myy - my * my), cov_norm * (mxy - mx * my))
     ux, uy = mx + shift, my + shift
     dr = data_range.to(x.dtype).view(b, 1, 1, 1)
     c1, c2 = (k1 * dr) ** 2, (k2 * dr) ** 2
@@ -121,3 +125,42 @@ def ssim(
     if not out:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(out).to(torch.float64).numpy()
+
+
+def ssim_variant(
+    real,
+    generated,
+    *,
+    sigma: float | None = 1.5,
+    win_size: int | None = None,
+    data_range: float | None = None,
+    chunk: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """skimage.metrics.structural_similarity per pair, batched, in float64, for the variants
+    the paper families call (channel_axis=2):
+
+      sigma=s        gaussian_weights=True, sigma=s, use_sample_covariance=False (ssim_256;
+                     s=1.5 everywhere, 1.2 in PIDM's copy)
+      win_size=n     the default uniform n x n window, use_sample_covariance=True (GFLA's
+                     compare_ssim(data_range=1, win_size=51))
+
+    real, generated: float or uint8 [B, H, W, 3] in any scale; data_range: a constant, or None
+    for max - min of each generated image. -> float64 [B].
+    """
+    if real.shape != generated.shape:
+        raise ValueError(f"shape mismatch: real {tuple(real.shape)} vs generated {tuple(generated.shape)}")
+    if win_size is not None:
+        taps, cov_norm = torch.full((win_size,), 1.0 / win_size, dtype=torch.float64), win_size ** 2 / (win_size ** 2 - 1.0)
+    else:
+        taps, cov_norm = gaussian_taps(sigma, 3.5, torch.float64), 1.0
+    out = []
+    for s in range(0, real.shape[0], max(chunk, 1)):
+        x = as_nchw(real[s : s + chunk]).to(device)
+        y = as_nchw(generated[s : s + chunk]).to(device)
+        flat = y.flatten(1)
+        dr = flat.amax(1) - flat.amin(1) if data_range is None else torch.full((len(y),), float(data_range), dtype=torch.float64)
+        # Shift by the middle of the data: the cancellation in E[x^2] - E[x]^2 stays small at any scale.
+        mid = 0.5 * float(torch.minimum(x.min(), y.min()) + torch.maximum(x.max(), y.max()))
+        out.append(ssim_nchw(x, y, dr.to(device), taps=taps, cov_norm=cov_norm, shift=mid).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float64)

@@ -265,3 +265,41 @@ def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
     assert main(["--params", str(params), "--no-tracking", "--model", str(models / "best.pt")]) == 0
     details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
     assert details["notes"]["checkpoint"] == "model" and details["notes"]["generator"] == str(models / "best.pt")
+
+
+class CountingPool(torch.nn.Module):
+    """Stands for torchvision's Inception pool3: float [n, 3, H, W] in [0, 1] -> [n, 6]."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 6, 3)
+        self.images = 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_protocols_add_one_group_each_and_cache_the_training_set(tiny, tmp_path):
+    from pipeline.metrics.scoring import Models
+
+    pool = CountingPool().eval()
+    models = Models(imagenet_inception=pool, imagenet_inception_info="tiny", device="cpu")
+    cfg = dict(max_pairs=5, protocol=("defgan", "gfla-market", "dptn-market"), fid_stats=str(tmp_path / "stats"))
+    summary, per_pair = _evaluate(tiny, tmp_path / "a", models=models, **cfg)
+    train = 3  # build_eval_data: 1 train identity x 3 images, the FID real set (manifest's train split)
+    assert pool.images == train + 2 * 5  # real set once (shared cache file), generated per protocol
+    for name in ("gfla-market", "dptn-market"):
+        group = summary["protocols"][name]
+        assert group["fid"] > 0 and group["fid_images"] == 5 and group["fid_real_images"] == train
+        assert 0 < group["ssim_256"] < 1 and group["ssim_256"] == pytest.approx(summary["model"]["ssim"], abs=1e-6)
+        assert group["ssim"] is None and "smaller than the 51x51 SSIM window" in group["ssim_reason"]  # 64x32
+        assert group["lpips"] is None and group["lpips_reason"] == "not requested"
+    metrics = headline_metrics(summary)
+    assert metrics["ssim"] == summary["model"]["ssim"]  # the 2018 keys stay flat
+    assert set(metrics["gfla-market"]) == {"fid", "fid_images", "fid_real_images", "ssim_256", "ssim_256_pairs"}
+    again, _ = _evaluate(tiny, tmp_path / "b", models=models, **cfg)
+    assert pool.images == train + 4 * 5  # the second evaluation read the statistics from the cache
+    assert again["protocols"]["gfla-market"]["fid_real_cached"] is True
+    assert again["protocols"]["gfla-market"]["fid"] == summary["protocols"]["gfla-market"]["fid"]
