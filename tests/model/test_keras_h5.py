@@ -139,6 +139,13 @@ def test_layers_out_of_order(tmp_path):
     _one_line_error(write_keras_h5(tmp_path / "swap.h5", layers), "weighted layer #3")
 
 
+def test_no_warp_baseline_is_named(tmp_path):
+    layers, weighted = _market_layers()  # its one encoder takes x_a, H(p_a) and H(p_b)
+    name, kernel = weighted[0].weights[0]
+    weighted[0].weights[0] = (name, kernel[:, :, :1].repeat(39, axis=2))
+    _one_line_error(write_keras_h5(tmp_path / "baseline.h5", layers), "no-warp baseline")
+
+
 def test_theano_backend_refused(tmp_path):
     layers = keras_layer_order(generator_graph(source(MARKET, 128, 64)))
     _one_line_error(write_keras_h5(tmp_path / "th.h5", layers, backend="theano"), "theano")
