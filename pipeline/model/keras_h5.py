@@ -108,7 +108,7 @@ def read_keras_weights(path: str | Path) -> tuple[list[KerasLayer], dict]:
                 g = group[name]
                 names = [_text(n) for n in g.attrs.get("weight_names", [])]
                 weights = [(n, np.asarray(g[n], dtype=np.float32)) for n in names]
-            except (KeyError, OSError) as exc:  # a truncated file fails here, not at open
+            except (KeyError, OSError, TypeError, ValueError) as exc:  # truncated: fails here, not at open
                 raise KerasFileError(f"{path}: layer {name!r} cannot be read (truncated or "
                                      f"damaged file): {exc}") from None
             if weights:
