@@ -13,14 +13,15 @@ directly, with no DataLoader.
 
 Sections (each one's figures, or its error, go to the JSON of --out):
  1. throughput: the paper-width model (--mode paper: the original everything, three
-    batches per iteration; plus: our options, one batch) at each of --batches, for float32,
+    batches per iteration; plus: our options, one batch) at each of --batches, for float32
+    without TF32 (what train.amp false runs: the paper's exact float32), float32 with TF32,
     bf16 autocast, + channels_last, + torch.compile, + CUDA graphs (compile mode
     reduce-overhead); ms/step, generator-updated images/s, peak GPU memory; the projected
-    wall time of the paper schedule (90,000 steps at batch 4) with the fastest batch-4
-    setting, and of the same 360,000 images at the best batch.
+    wall time of the paper schedule (89,000 steps at batch 4, the original's last checkpoint)
+    with the fastest batch-4 setting, and of the same 356,000 images at the best batch.
  2. numerics: the losses of a fixed batch (G in eval mode, no update) on the device in
-    float32 (TF32 off) against CPU float32 (tolerance rel 1e-3), and bf16 autocast against
-    float32 on the device (tolerance rel 5e-2 + abs 2e-3).
+    float32 (TF32 off) against CPU float32 (tolerance rel 1e-3), float32 with TF32 and bf16
+    autocast against float32 on the device (tolerance rel 5e-2 + abs 2e-3).
  3. training: --train-seconds of real training at batch --train-batch with the fastest
     setting: no NaN, a checkpoint at half time (torch.save / torch.load(weights_only=True)),
     and a resumed trainer that repeats the steps after it (exactly on CPU; max relative
@@ -45,19 +46,22 @@ import numpy as np
 import torch
 
 FORBIDDEN = ("pandas", "cv2", "yaml", "mlflow")
-PAPER_STEPS, PAPER_BATCH = 90_000, 4
+PAPER_STEPS, PAPER_BATCH = 89_000, 4
 HEATMAP_SIGMA = 6.0  # heatmaps.sigma at 128x64
 TINY = dict(encoder_widths=(8, 16, 16, 32, 32, 32), decoder_widths=(32, 32, 32, 16, 8),
             disc_widths=(8, 16, 16, 32))
 OURS = dict(norm="instance", block_bias=True, disc_head="patch", init="normal", affine_fit="lstsq",
             part_masks="rect", warp_sampling="bilinear")
-# name -> (autocast, channels_last, torch.compile mode)
-SETTINGS: dict[str, tuple[bool, bool, str | None]] = {
-    "fp32": (False, False, None),
-    "bf16": (True, False, None),
-    "bf16+cl": (True, True, None),
-    "bf16+cl+compile": (True, True, "default"),
-    "bf16+cl+cudagraphs": (True, True, "reduce-overhead"),
+# name -> (autocast, channels_last, torch.compile mode, TF32 allowed). fp32 is what
+# train.amp false runs on CUDA (TF32 off: pipeline.core.device.set_tf32); the bf16 settings
+# allow TF32 for what stays float32, as train.amp true does.
+SETTINGS: dict[str, tuple[bool, bool, str | None, bool]] = {
+    "fp32": (False, False, None, False),
+    "tf32": (False, False, None, True),
+    "bf16": (True, False, None, True),
+    "bf16+cl": (True, True, None, True),
+    "bf16+cl+compile": (True, True, "default", True),
+    "bf16+cl+cudagraphs": (True, True, "reduce-overhead", True),
 }
 FP32_RTOL, FP32_ATOL = 1e-3, 1e-5
 AMP_RTOL, AMP_ATOL = 5e-2, 2e-3
@@ -176,7 +180,7 @@ def make_params(mode: str, widths: str, batch: int, hw: tuple[int, int], vgg: st
 def device_setup(device: torch.device, setting: str):
     from pipeline.core.device import DeviceSetup, cuda_amp_dtype
 
-    amp, cl, _ = SETTINGS[setting]
+    amp, cl, _, _ = SETTINGS[setting]
     dtype = (cuda_amp_dtype() if device.type == "cuda" else torch.bfloat16) if amp else None
     return DeviceSetup(device, amp_dtype=dtype, use_scaler=dtype == torch.float16, channels_last=cl)
 
@@ -206,6 +210,11 @@ def _oom(exc: BaseException) -> bool:
 
 
 def time_setting(args, data: Data, device: torch.device, setting: str, batch: int, vgg: str) -> dict:
+    with tf32(device, SETTINGS[setting][3]):
+        return _time_setting(args, data, device, setting, batch, vgg)
+
+
+def _time_setting(args, data: Data, device: torch.device, setting: str, batch: int, vgg: str) -> dict:
     params = make_params(args.mode, args.widths, batch, data.hw, vgg)
     trainer = make_trainer(params, device, setting)
     stream = PairStream(data, seed=batch)
@@ -311,17 +320,20 @@ def _compare(got: dict[str, float], ref: dict[str, float], rtol: float, atol: fl
 
 
 @contextlib.contextmanager
-def strict_fp32(device: torch.device):
-    """TF32 off (cuDNN convolutions default to it) for a float32 comparison."""
+def tf32(device: torch.device, allowed: bool):
+    """TF32 for float32 convolutions and matmuls on or off (set_tf32, as setup_device sets it
+    from train.amp) for the block, restored after; nothing to do off CUDA."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    from pipeline.core.device import set_tf32
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_tf32(allowed)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def numerics(args, data: Data, device: torch.device, vgg: str) -> dict:
@@ -329,11 +341,14 @@ def numerics(args, data: Data, device: torch.device, vgg: str) -> dict:
     batch = PairStream(data, seed=123).next(PAPER_BATCH)
     cpu_batch = {k: v.cpu() for k, v in batch.items()}
     ref = fixed_losses(make_trainer(params, torch.device("cpu"), "fp32"), cpu_batch)
-    with strict_fp32(device):
+    with tf32(device, False):
         fp32 = fixed_losses(make_trainer(params, device, "fp32"), batch)
-    bf16 = fixed_losses(make_trainer(params, device, "bf16+cl"), batch)
-    return {"cpu_fp32": ref, "device_fp32": fp32, "device_bf16": bf16,
+    with tf32(device, True):
+        tf = fixed_losses(make_trainer(params, device, "tf32"), batch)
+        bf16 = fixed_losses(make_trainer(params, device, "bf16+cl"), batch)
+    return {"cpu_fp32": ref, "device_fp32": fp32, "device_tf32": tf, "device_bf16": bf16,
             "fp32_vs_cpu": _compare(fp32, ref, FP32_RTOL, FP32_ATOL),
+            "tf32_vs_fp32": _compare(tf, fp32, AMP_RTOL, AMP_ATOL),
             "bf16_vs_fp32": _compare(bf16, fp32, AMP_RTOL, AMP_ATOL)}
 
 
@@ -494,8 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         tp = _section(results, "throughput", lambda: throughput(args, data, device, vgg, deadline))
         fastest = (tp.get("paper_schedule_batch4") or {}).get("setting", "bf16+cl")
         _section(results, "numerics", lambda: numerics(args, data, device, vgg))
-        _section(results, "training", lambda: training(args, data, device, fastest, vgg, Path(tmp)))
-        _section(results, "scorer", lambda: scorer(args, data, device, vgg, fastest))
+        with tf32(device, SETTINGS[fastest][3]):
+            _section(results, "training", lambda: training(args, data, device, fastest, vgg, Path(tmp)))
+            _section(results, "scorer", lambda: scorer(args, data, device, vgg, fastest))
     results["forbidden_modules_loaded"] = [m for m in FORBIDDEN if m in sys.modules]
     summary(results)
     if args.out:
@@ -504,20 +520,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def precision_pairs(rows: list[dict]) -> dict[int, dict[str, float]]:
+    """{batch: {"fp32": ms, "bf16": ms}} for the batches timed in both settings."""
+    ms: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if row.get("setting") in ("fp32", "bf16") and "ms_per_step" in row:
+            ms.setdefault(row["batch"], {})[row["setting"]] = row["ms_per_step"]
+    return {b: v for b, v in ms.items() if len(v) == 2}
+
+
 def summary(r: dict) -> None:
     env = r["environment"]
     print(f"\n== bench_gpu on {env.get('gpu', env['device'])} (torch {env['torch']}) ==")
     tp = r.get("throughput", {})
     if "paper_schedule_batch4" in tp:
         p = tp["paper_schedule_batch4"]
-        print(f"paper schedule (90,000 steps at batch 4, {p['setting']}): {p['ms_per_step']:.1f} ms/step "
+        print(f"paper schedule (89,000 steps at batch 4, {p['setting']}): {p['ms_per_step']:.1f} ms/step "
               f"-> {p['minutes']:.1f} min")
+    for batch, pair in sorted(precision_pairs(tp.get("rows", [])).items()):
+        print(f"batch {batch}: float32 without TF32 {pair['fp32']:.1f} ms/step, bf16 "
+              f"{pair['bf16']:.1f} ms/step ({pair['fp32'] / pair['bf16']:.2f}x)")
     if "best" in tp:
         b = tp["best"]
         print(f"best: {b['setting']} at batch {b['batch']}: {b['images_per_sec']:.0f} img/s "
-              f"-> the paper's 360,000 images in {b['paper_images_minutes']:.1f} min")
+              f"-> the paper schedule's 356,000 images in {b['paper_images_minutes']:.1f} min")
     nm = r.get("numerics", {})
-    for key in ("fp32_vs_cpu", "bf16_vs_fp32"):
+    for key in ("fp32_vs_cpu", "tf32_vs_fp32", "bf16_vs_fp32"):
         if key in nm:
             c = nm[key]
             print(f"numerics {key}: max rel diff {c['max_rel_diff']:.2e} (rtol {c['rtol']}, atol {c['atol']}): "

@@ -64,12 +64,12 @@ def _main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     write_heatmap_store(
         out, table["name"].astype(str).tolist(), kp, h, w, sigma,
-        chunk=params.heatmaps.chunk,
+        chunk=params.heatmaps.chunk, values=params.heatmaps.values,
         extra_meta={"keypoints_file": str(kp_file), "keypoints_sha256": file_digest(kp_file)},
     )
     dt = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"heatmaps: {len(table)} images {h}x{w} sigma {sigma} -> {out} "
+    print(f"heatmaps: {len(table)} images {h}x{w} sigma {sigma} ({params.heatmaps.values}) -> {out} "
           f"({size / 1e6:.1f} MB: keypoints, rendered on read; {dt:.1f} s)")
 
     # Whole people (the most joints visible), spread over the table: what a pose looks like.

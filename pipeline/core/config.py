@@ -96,6 +96,9 @@ class PoseConfig:
 class HeatmapsConfig:
     sigma: float = 6.0
     chunk: int = 512
+    # The maps the store renders on read: float32, the original's exact Gaussians (paper
+    # mode); uint8, quantised to k/255 (within 1/510), the values the former dense store held.
+    values: Literal["float32", "uint8"] = "uint8"
 
 
 @dataclass(frozen=True)
@@ -156,14 +159,16 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 90000
+    # The original trains 90 epochs of 1000 iterations but saves its generator at the start
+    # of every 30th epoch, so its last checkpoint (the released, evaluated one) has 89,000.
+    steps: int = 89000
     batch_size: int = 4
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     num_workers: int = 2
     device: str = "auto"
     # Mixed precision: bf16 autocast on CUDA (fp16 + scaler without native bf16) and on
-    # CPUs with native bf16; false = float32 everywhere (the original).
+    # CPUs with native bf16; false = float32 everywhere (the original), TF32 off on CUDA.
     amp: bool = False
     # 3: the original's iteration (independent batches for D real, D fake, G step);
     # 1: one batch for all three terms (ours).
@@ -204,6 +209,13 @@ class EvaluateConfig:
     imagenet_inception_weights: str | None = "inception_v3_imagenet"  # torchvision's, for FID of gfla/dptn/pidm/cfld
     fid_real: str | None = None  # folder of FID's real set; null = the train split of paths.manifest
     fid_stats: str | None = "data/fid_stats"  # cache of the real sets' statistics; null = none
+    # Generation precision on CUDA (the CPU always evaluates in float32): checkpoint = as the
+    # checkpoint was trained (its train.amp; float32 when it does not say); float32 = true
+    # float32, TF32 off; amp = bf16 autocast (fp16 without native bf16).
+    precision: Literal["checkpoint", "float32", "amp"] = "checkpoint"
+    # Images [-1, 1] -> uint8 before scoring: round (ours); truncate, the original's test.py
+    # (255 * ((x + 1) / 2)).astype(uint8), for the generated images and the real ones alike.
+    uint8: Literal["round", "truncate"] = "round"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Device, mixed-precision and distributed-process selection for training and inference.
 
-With amp off everything runs in float32. With amp on, CUDA runs use autocast with bfloat16
+With amp off everything runs in float32, on CUDA true float32 (TF32 off: torch lets cuDNN
+round convolution inputs to TF32's 10-bit mantissa by default, about 1e-3 relative error
+per convolution). With amp on, TF32 is allowed and CUDA runs use autocast with bfloat16
 when the GPU supports it natively (Ampere or newer), else float16 with a GradScaler, plus
 channels_last and cudnn.benchmark; CPU runs use bfloat16 autocast when the CPU has native
 bf16 instructions (AVX512-BF16 or AMX), else stay float32 (emulated bf16 is slower than
@@ -83,11 +85,26 @@ def setup_device(name: str = "auto", amp: bool = False) -> DeviceSetup:
         return DeviceSetup(device=device, amp_dtype=torch.bfloat16 if native else None)
     torch.cuda.set_device(device)
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick fast kernels
+    set_tf32(amp)
     if not amp:
         return DeviceSetup(device=device, channels_last=True)
     dtype = cuda_amp_dtype()
     return DeviceSetup(device=device, amp_dtype=dtype, use_scaler=dtype == torch.float16,
                        channels_last=True)
+
+
+def set_tf32(allowed: bool) -> None:
+    """Allow TF32 for float32 matmuls and cuDNN convolutions (Ampere and newer), or make them
+    true float32. Process-wide; set through the allow_tf32 flags, which torch maps onto its
+    fp32_precision settings coherently (setting those directly leaves torch unable to report
+    the legacy flags that other libraries read)."""
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
+def tf32_allowed() -> bool:
+    """Whether float32 convolutions or matmuls on CUDA may use TF32 (set_tf32)."""
+    return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
 
 
 def cuda_amp_dtype() -> torch.dtype:

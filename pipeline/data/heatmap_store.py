@@ -4,12 +4,13 @@ Each heatmap is separable, exp(-dx^2/2s^2) * exp(-dy^2/2s^2), so the store keeps
 made of, not its pixels:
     keypoints.npy   float32 [N, 18, 2] (x, y) at height x width, -1 for a missing joint
     index.parquet   name (string), row (int64): which row holds which image
-    meta.json       height, width, sigma, scale (1/255), count, dtype "uint8", format
+    meta.json       height, width, sigma, scale (1/255), count, dtype, format
                     "keypoints", plus optional extras (e.g. keypoints_sha256)
-get(rows) renders the rows' maps in one batched torch pass and returns exactly the values
-the former dense uint8 store held (q / 255 with q = floor(255 h + 0.5), within 1/510 of h):
-the model sees the same numbers. 144 bytes per image instead of 147,456 (18*128*64 uint8),
-so Market-1501's 36,036 images take 5.2 MB instead of 5.31 GB.
+get(rows) renders the rows' maps in one batched torch pass. dtype (heatmaps.values) says
+which values: "uint8", exactly those the former dense uint8 store held (q / 255 with
+q = floor(255 h + 0.5), within 1/510 of h); "float32", the original's exact Gaussians
+(render_heatmaps_exact). 144 bytes per image either way instead of 147,456 (18*128*64
+uint8), so Market-1501's 36,036 images take 5.2 MB instead of 5.31 GB.
 
 Writing goes to a temporary sibling folder that is renamed into place at the end, so a
 reader never sees a half-written store and a failed run leaves the old store untouched.
@@ -30,7 +31,9 @@ import pandas as pd
 import torch
 
 from pipeline.core.fsutil import replace_dir
-from pipeline.data.heatmaps import ArrayLike, render_heatmaps_quantised, render_heatmaps_uint8
+from pipeline.data.heatmaps import (
+    ArrayLike, render_heatmaps_exact, render_heatmaps_quantised, render_heatmaps_uint8,
+)
 from pipeline.core.keypoints import NUM_JOINTS
 
 KEYPOINTS_FILE = "keypoints.npy"
@@ -38,6 +41,7 @@ INDEX_FILE = "index.parquet"
 META_FILE = "meta.json"
 FORMAT = "keypoints"
 SCALE = 1.0 / 255.0
+RENDERERS = {"uint8": render_heatmaps_quantised, "float32": render_heatmaps_exact}
 
 
 def bytes_per_image(height: int, width: int) -> int:
@@ -60,8 +64,10 @@ def write_heatmap_store(
     chunk: int = 512,
     extra_meta: Mapping[str, Any] | None = None,
     threads: int | None = 1,
+    values: str = "uint8",
 ) -> Path:
-    """Write a store at `path` (replacing any old one) for these images.
+    """Write a store at `path` (replacing any old one) for these images; get() renders
+    `values` maps ("uint8": quantised to k/255, "float32": exact; heatmaps.values).
 
     names: N unique image names; keypoints: [N, 18, >=2] (x, y) at height x width, -1 (or
     NaN) for missing joints. `chunk` rows are validated (rendered once, which also checks
@@ -84,6 +90,8 @@ def write_heatmap_store(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    if values not in RENDERERS:
+        raise ValueError(f"heatmaps.values must be one of {sorted(RENDERERS)}, got {values!r}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -106,7 +114,7 @@ def write_heatmap_store(
             "sigma": float(sigma),
             "scale": SCALE,
             "count": n,
-            "dtype": "uint8",
+            "dtype": values,
             "format": FORMAT,
             **dict(extra_meta or {}),
         }
@@ -174,6 +182,10 @@ class HeatmapStore:
             )
         if not self._names.is_unique:
             raise ValueError(f"{self.path / INDEX_FILE}: duplicate image names in the index")
+        self._render = RENDERERS.get(self.meta.get("dtype", "uint8"))
+        if self._render is None:
+            raise ValueError(f"{self.path / META_FILE}: unknown dtype {self.meta.get('dtype')!r}, "
+                             f"expected one of {sorted(RENDERERS)} (re-run the heatmaps stage)")
         self._kp: np.ndarray | None = None
 
     # -- lazily loaded keypoints; dropped when pickled, reloaded after
@@ -230,14 +242,14 @@ class HeatmapStore:
         return self._rows[pos]
 
     def get(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
-        """Rows -> float32 [n, 18, H, W] heatmaps in [0, 1], quantised to k / 255 (the
-        values a uint8 store holds), rendered for the whole batch at once."""
+        """Rows -> float32 [n, 18, H, W] heatmaps in [0, 1] (quantised to k / 255, or the
+        exact float32 values: the store's dtype), rendered for the whole batch at once."""
         rows = np.asarray(rows, dtype=np.int64)
         kp = torch.from_numpy(self.keypoints[rows])
         # One thread: a batch is a few MB, and splitting it measured 5-60x slower on a
         # loaded 2-core machine (OpenMP barrier waits); one core renders 24 maps in ~3 ms.
         with _torch_threads(1):
-            return render_heatmaps_quantised(kp, self.height, self.width, self.sigma).numpy()
+            return self._render(kp, self.height, self.width, self.sigma).numpy()
 
     def load(self, names: Iterable[str]) -> np.ndarray:
         """Names -> float32 [n, 18, H, W]; shorthand for get(rows(names))."""

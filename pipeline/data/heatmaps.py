@@ -29,7 +29,7 @@ def _as_tensor(kp: ArrayLike) -> torch.Tensor:
     t = kp if isinstance(kp, torch.Tensor) else torch.from_numpy(np.asarray(kp, np.float32))
     if t.ndim != 3 or t.shape[-1] < 2:
         raise ValueError(f"keypoints must be [N, 18, >=2] (x, y, ...), got {tuple(t.shape)}")
-    return t[..., :2].float()
+    return t[..., :2].double() if t.dtype == torch.float64 else t[..., :2].float()
 
 
 def gaussians_1d(
@@ -48,8 +48,8 @@ def gaussians_1d(
     # NaN compares False, so NaN joints count as missing too.
     ok = (x >= 0) & (y >= 0)
     inv = -1.0 / (2.0 * float(sigma) ** 2)
-    rows = torch.arange(height, device=t.device, dtype=torch.float32)
-    cols = torch.arange(width, device=t.device, dtype=torch.float32)
+    rows = torch.arange(height, device=t.device, dtype=t.dtype)  # float64 keypoints: float64 maps
+    cols = torch.arange(width, device=t.device, dtype=t.dtype)
     gy = torch.exp((rows - torch.nan_to_num(y, nan=-1.0)[..., None]) ** 2 * inv)
     gx = torch.exp((cols - torch.nan_to_num(x, nan=-1.0)[..., None]) ** 2 * inv)
     gy = gy * (ok.to(gy.dtype) * scale)[..., None]
@@ -110,6 +110,15 @@ def render_heatmaps_quantised(kp: torch.Tensor, height: int, width: int, sigma: 
     out = torch.mul(gy[..., :, None], gx[..., None, :])
     out.add_(0.5).floor_()
     return out.mul_(torch.tensor(np.float32(1.0 / 255.0)))
+
+
+def render_heatmaps_exact(kp: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """float32 [N, 18, H, W]: the original's maps (pose-gan pose_utils.cords_to_map, float64
+    exp(-(dy^2 + dx^2) / (2 sigma^2)) stored as float32). The separable product is taken in
+    float64 too, so it differs from the original's exp of the sum by about 1e-16, below
+    float32's resolution: the same float32 values (up to a rare last-bit tie)."""
+    gy, gx = gaussians_1d(torch.as_tensor(kp).double(), height, width, sigma)
+    return torch.mul(gy[..., :, None], gx[..., None, :]).float()
 
 
 def table_keypoints(table: pd.DataFrame, height: int, width: int,

@@ -39,8 +39,6 @@ class DataError(ValueError):
 def read_image(path: str | Path, height: int, width: int, fit: str = "resize") -> np.ndarray:
     """Decode a JPEG/PNG to float32 [3, H, W] RGB in [-1, 1], brought to H x W by image.fit
     `fit` (pipeline.data.canvas: INTER_AREA resize, after white padding for `pad`)."""
-    import cv2
-
     img, error = decode_image(path)  # a truncated JPEG is an error, not a half-grey image
     if img is None:
         raise DataError(error)

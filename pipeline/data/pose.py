@@ -1,6 +1,6 @@
 """Pose estimation with an ultralytics YOLO pose model -> the keypoint table.
 
-Images are decoded here (cv2.imdecode from bytes, on a thread pool) rather than by
+Images are decoded here (pipeline.core.images, on a thread pool) rather than by
 ultralytics, so that an unreadable or truncated file becomes a table row with
 detected=False and an error message instead of aborting the whole run.
 
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa

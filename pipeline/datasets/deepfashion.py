@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from pipeline.datasets.base import IMAGE_SUFFIXES, Dataset, DatasetError, is_ignored
+from pipeline.core.images import IMAGE_SUFFIXES
+from pipeline.datasets.base import Dataset, DatasetError, is_ignored
 
 # The flattened name: gender, category (letters and underscores), id, outfit, pose, view.
 NAME_RE = re.compile(r"^fashion(MEN|WOMEN)([A-Za-z_]+)id(\d{8})(\d{2})_(\d)([a-z]+)\.jpg$")

@@ -1,7 +1,7 @@
 """The evaluate stage's library: generate the test pairs with a trained generator and score them.
 
-evaluate_model() runs the generator over every test pair (batched, no grad, eval mode, autocast
-on CUDA), writes each generated image as <out_dir>/images/{from_stem}___{to_stem}.png and scores
+evaluate_model() runs the generator over every test pair (batched, no grad, eval mode, in the
+precision evaluate.precision picks: eval_precision), writes each generated image as <out_dir>/images/{from_stem}___{to_stem}.png and scores
 each batch in memory while it is still decoded (no second decode pass):
 
     model        generated image vs real target
@@ -43,7 +43,9 @@ import torch
 
 from pipeline.core.config import EvaluateConfig, PathsConfig, TrackingConfig
 from pipeline.core.fsutil import write_json
-from pipeline.eval.samples import GRID_TITLES, first_per_identity, pair_identities, sample_grid, to_uint8  # one rounding for PNGs and validation
+from pipeline.eval.samples import (  # one uint8 rule for PNGs and validation
+    GRID_TITLES, first_per_identity, pair_identities, real_to_uint8, sample_grid, to_uint8,
+)
 from pipeline.model.build import GEN_KEYS, run_generator
 
 SEP = "___"  # generated file name: {from_stem}___{to_stem}.png
@@ -59,12 +61,29 @@ def pair_file(name_a: str, name_b: str) -> str:
     return f"{Path(name_a).stem}{SEP}{Path(name_b).stem}.png"
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type != "cuda":
-        return contextlib.nullcontext()
+def eval_precision(setting: str, trained_amp: bool | None, device: torch.device
+                   ) -> torch.dtype | None:
+    """The autocast dtype for generating (None = float32) under evaluate.precision `setting`:
+    "checkpoint" follows the checkpoint's train.amp (`trained_amp`; None, not recorded, is
+    float32), "float32" and "amp" say it. Only CUDA autocasts: the CPU evaluates in float32."""
+    if setting not in ("checkpoint", "float32", "amp"):
+        raise ValueError(f"evaluate.precision must be checkpoint, float32 or amp, got {setting!r}")
+    amp = bool(trained_amp) if setting == "checkpoint" else setting == "amp"
+    if device.type != "cuda" or not amp:
+        return None
     from pipeline.core.device import cuda_amp_dtype
 
-    return torch.autocast("cuda", dtype=cuda_amp_dtype())
+    return cuda_amp_dtype()
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- generation
@@ -80,12 +99,15 @@ def generate_test_images(
     max_pairs: int | None = None,
     on_batch: Callable[[Mapping[str, Any], np.ndarray], None] | None = None,
     num_workers: int = 0,
+    amp_dtype: torch.dtype | None = None,
+    uint8: str = "round",
 ) -> pd.DataFrame:
     """Generate every pair of `dataset` (a PairDataset) -> PNGs in out_dir; table (from, to, file).
 
     on_batch(batch, generated uint8 [B, H, W, 3]) is called for each batch (the CPU batch
     from the loader), e.g. to score it while it is in memory. The first `max_pairs` pairs
-    are used (all when None).
+    are used (all when None). amp_dtype: autocast dtype (None: float32); uint8: the
+    conversion rule (evaluate.uint8, pipeline.eval.samples.to_uint8).
     """
     import cv2
     from torch.utils.data import DataLoader
@@ -102,9 +124,9 @@ def generate_test_images(
     rows = []
     for batch in loader:
         b = {k: batch[k].to(device) for k in GEN_KEYS}
-        with _autocast(device):
+        with _autocast(device, amp_dtype):
             fake = run_generator(generator, b).image
-        gen = to_uint8(fake)
+        gen = to_uint8(fake, uint8)
         for img, a, bn in zip(gen, batch["name_a"], batch["name_b"]):
             name = pair_file(a, bn)
             if not cv2.imwrite(str(out_dir / name), np.ascontiguousarray(img[:, :, ::-1])):
@@ -139,6 +161,7 @@ def score_generated(
     device: str | torch.device = "cpu",
     models=None,
     protocols=None,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
     """Generate into out_dir/images and score, batch by batch, the model, the copy-the-source
     baseline and the real targets with pipeline.metrics.scoring.Scorer.
@@ -173,7 +196,8 @@ def score_generated(
     y0, y1, x0, x1 = getattr(dataset, "frame", None) or (0, None, 0, None)
 
     def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
-        real, src = to_uint8(batch["xb"])[:, y0:y1, x0:x1], to_uint8(batch["xa"])[:, y0:y1, x0:x1]
+        real = real_to_uint8(batch["xb"], cfg.uint8)[:, y0:y1, x0:x1]
+        src = real_to_uint8(batch["xa"], cfg.uint8)[:, y0:y1, x0:x1]
         gen = np.ascontiguousarray(gen[:, y0:y1, x0:x1])
         real, src = np.ascontiguousarray(real), np.ascontiguousarray(src)
         kp = batch["kpb"].numpy() - np.array([x0, y0], np.float32)
@@ -190,7 +214,8 @@ def score_generated(
         seen[0] += len(real)
 
     files = generate_test_images(generator, dataset, Path(out_dir) / IMAGES_DIR, cfg.batch_size,
-                                 device, cfg.max_pairs, on_batch)
+                                 device, cfg.max_pairs, on_batch, amp_dtype=amp_dtype,
+                                 uint8=cfg.uint8)
     results = {which: s.result() for which, s in scorers.items()}
     per_pair = files.copy()
     for which in ("model", "copy_source"):
@@ -349,13 +374,20 @@ def evaluate_model(
 
     dev = select_device(device)
     G, meta = load_generator(generator_path, dev)
+    amp_dtype = eval_precision(cfg.precision, meta.get("amp"), dev)
+    if dev.type == "cuda":
+        from pipeline.core.device import set_tf32
+
+        set_tf32(amp_dtype is not None)  # float32 generation is true float32
     image = meta["image"]
     dataset = load_pair_dataset(paths, image.height, image.width, split="test", fit=image.fit)
     out_dir = Path(out_dir)
     summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models,
-                                           protocol_set_for(cfg, paths, models, dev.type))
+                                           protocol_set_for(cfg, paths, models, dev.type), amp_dtype)
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
-                            generator_step=meta.get("step"), training_run_id=meta.get("run_id"))
+                            generator_step=meta.get("step"), training_run_id=meta.get("run_id"),
+                            precision=precision_name(amp_dtype), uint8=cfg.uint8,
+                            trained_amp=meta.get("amp"))
     if tuple(dataset.frame) != (0, image.height, 0, image.width):  # padding cropped off
         summary["notes"]["scored_frame"] = "rows {}..{}, columns {}..{} of {}x{}".format(
             dataset.frame[0], dataset.frame[1] - 1, dataset.frame[2], dataset.frame[3] - 1,

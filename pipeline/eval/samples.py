@@ -40,11 +40,36 @@ def generate(G: nn.Module, batch: Mapping[str, Tensor], setup: DeviceSetup) -> T
         g.train(was_training)
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB: the rounding the evaluate stage's
-    PNGs get (pipeline.eval.evaluation uses this function), so validation scores what it scores."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
-        .permute(0, 2, 3, 1).cpu().numpy()
+UINT8_RULES = ("round", "truncate")
+# What the original's test.py saved for a loaded pixel value v: it reads images as float64
+# (v / 255 - 0.5) * 2 and writes (255 * ((x + 1) / 2.0)).astype(uint8), which truncates
+# 20 of the 256 values to v - 1 (1, 2, 5, 9, ...). Its own code, evaluated once.
+_ORIGINAL_REAL = (255 * ((((np.arange(256) / 255 - 0.5) * 2) + 1) / 2.0)).astype(np.uint8)
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in UINT8_RULES:
+        raise ValueError(f"evaluate.uint8 must be one of {UINT8_RULES}, got {rule!r}")
+
+
+def to_uint8(x: Tensor, rule: str = "round") -> np.ndarray:
+    """Generated images [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] RGB: what the evaluate
+    stage's PNGs hold and validation scores (evaluate.uint8). round: (x + 1) * 127.5 to the
+    nearest integer (ours); truncate: the original's (255 * ((x + 1) / 2.0)).astype(uint8) in
+    float32, its generator's output type (half a grey level darker on average)."""
+    _check_rule(rule)
+    x = x.detach().float().clamp(-1, 1)
+    q = (255 * ((x + 1) / 2.0)).floor() if rule == "truncate" else ((x + 1) * 127.5).round()
+    return q.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def real_to_uint8(x: Tensor, rule: str = "round") -> np.ndarray:
+    """Loaded images [B, 3, H, W] (pixel v as v / 127.5 - 1) -> uint8 [B, H, W, 3] RGB.
+    round: v itself; truncate: what the original saved for its sources and targets
+    (_ORIGINAL_REAL[v]), which its SSIM and IS were computed on."""
+    v = to_uint8(x)
+    _check_rule(rule)
+    return _ORIGINAL_REAL[v] if rule == "truncate" else v
 
 
 # --------------------------------------------------------------------------- grid rows

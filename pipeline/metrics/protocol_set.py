@@ -12,10 +12,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from pipeline.core.images import IMAGE_SUFFIXES
 from pipeline.metrics import protocols
 from pipeline.metrics.protocols import Nets, ProtocolScorer, Reference
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 NO_REAL_SET = "no FID real set: give the training images (--fid-real DIR or evaluate.fid_real)"
 
 

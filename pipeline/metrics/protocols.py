@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from pipeline.metrics import imagenet_inception, inception, lpips, masks, ssim
+from pipeline.metrics import imagenet_inception, inception, masks, ssim
 
 Resize = Literal["none", "cv2_linear", "bicubic_aa_uint8", "pil_bicubic"]
 

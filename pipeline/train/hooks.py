@@ -31,7 +31,7 @@ def generator_meta(params: Params, step: int, run_id: str | None, **extra: Any) 
     from pipeline.core.tracking import git_revision
 
     return {"step": step, "run_id": run_id, "git_revision": git_revision(), "seed": params.seed,
-            "sigma": params.heatmaps.sigma, **extra}
+            "sigma": params.heatmaps.sigma, "amp": params.train.amp, **extra}
 
 
 def _every(step: int, every: int, last: int) -> bool:

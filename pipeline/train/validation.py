@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from pipeline.core.device import DeviceSetup
-from pipeline.eval.samples import generate, to_uint8
+from pipeline.eval.samples import generate, real_to_uint8, to_uint8
 
 METRICS = ("ssim", "mask_ssim", "masked_l1")
 HIGHER_IS_BETTER = {"ssim": True, "mask_ssim": True, "masked_l1": False}
@@ -57,6 +57,7 @@ class ValidationSet:
     dataset: Any           # pipeline.data.pair_dataset.PairDataset (split "test")
     indices: np.ndarray    # int64 [V], the fixed subset
     batch_size: int = BATCH
+    uint8: str = "round"   # evaluate.uint8: validation scores what evaluate scores
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -95,7 +96,8 @@ def open_validation_set(params: Any, paths: Any) -> ValidationSet | None:
         return None
     ds = load_pair_dataset(paths, params.image.height, params.image.width, split="test",
                            fit=params.image.fit)
-    return ValidationSet(ds, choose_pairs(len(ds), tc.val_pairs, params.seed))
+    return ValidationSet(ds, choose_pairs(len(ds), tc.val_pairs, params.seed),
+                         uint8=params.evaluate.uint8)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -129,8 +131,8 @@ def validate(G: nn.Module, vset: ValidationSet, setup: DeviceSetup, models: Any 
     per_pair: dict[str, list[np.ndarray]] = defaultdict(list)
     with torch.no_grad():
         for batch in vset.batches():
-            fake = to_uint8(generate(G, batch, setup))
-            scores = score_batch(to_uint8(batch["xb"]), fake, batch["kpb"].numpy(),
+            fake = to_uint8(generate(G, batch, setup), vset.uint8)
+            scores = score_batch(real_to_uint8(batch["xb"], vset.uint8), fake, batch["kpb"].numpy(),
                                  models=models, batch_size=vset.batch_size)
             for key, values in scores.items():
                 per_pair[key].append(np.asarray(values))

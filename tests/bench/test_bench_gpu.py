@@ -28,6 +28,18 @@ def test_import_pulls_in_none_of_the_missing_gpu_machine_packages() -> None:
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+def test_fp32_and_bf16_rows_pair_up_and_fp32_runs_without_tf32() -> None:
+    from bench.bench_gpu import SETTINGS, precision_pairs
+
+    assert SETTINGS["fp32"] == (False, False, None, False)  # train.amp false: no TF32
+    assert SETTINGS["tf32"][3] and SETTINGS["bf16"][0]
+    rows = [{"setting": "fp32", "batch": 4, "ms_per_step": 30.0},
+            {"setting": "bf16", "batch": 4, "ms_per_step": 10.0},
+            {"setting": "fp32", "batch": 16, "ms_per_step": 90.0},
+            {"setting": "bf16", "batch": 16, "error": "OOM"}]
+    assert precision_pairs(rows) == {4: {"fp32": 30.0, "bf16": 10.0}}
+
+
 def test_heatmaps_match_the_pipeline_renderer() -> None:
     from bench.bench_gpu import heatmaps
     from pipeline.data.heatmaps import render_heatmaps
@@ -47,7 +59,7 @@ def test_cpu_smoke_run_writes_every_section(tmp_path: Path) -> None:
         assert n >= 8 and z["images"].shape[1:] == (128, 64, 3) and z["keypoints"].shape == (n, 18, 2)
         assert (z["person_ids"][z["pairs"][:, 0]] == z["person_ids"][z["pairs"][:, 1]]).all()
     run = _python(["-m", "bench.bench_gpu", "--device", "cpu", "--steps", "2", "--warmup", "1",
-                   "--widths", "tiny", "--batches", "2", "--settings", "fp32", "--train-seconds", "1",
+                   "--widths", "tiny", "--batches", "2", "--settings", "fp32,bf16", "--train-seconds", "1",
                    "--train-batch", "1", "--resume-steps", "1", "--score-pairs", "4",
                    "--data", str(data), "--out", str(out)], timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -58,6 +70,9 @@ def test_cpu_smoke_run_writes_every_section(tmp_path: Path) -> None:
     assert row["finite"] and row["ms_per_step"] > 0 and row["images_per_sec"] > 0
     assert r["throughput"]["best"]["batch"] == 2
     assert r["numerics"]["fp32_vs_cpu"]["max_rel_diff"] == 0  # CPU against CPU
+    assert {row["setting"] for row in r["throughput"]["rows"]} == {"fp32", "bf16"}
+    assert "tf32_vs_fp32" in r["numerics"]  # TF32 is a no-op off CUDA: equal here
+    assert r["numerics"]["tf32_vs_fp32"]["max_rel_diff"] == 0
     assert r["numerics"]["bf16_vs_fp32"]["pass"]
     tr = r["training"]
     assert tr["all_finite"] and tr["resume_exact"] and tr["steps"] > tr["checkpoint_step"]

@@ -48,7 +48,7 @@ def test_market_config_loads_with_the_paper_settings(market):
     path = market["paper"]
     params = load_params(path)
     assert params.data.source == "market1501"
-    assert params.train.steps == 90_000 and params.train.batch_size == 4
+    assert params.train.steps == 89_000 and params.train.batch_size == 4  # the last checkpoint
     assert params.model.encoder_widths == (64, 128, 256, 512, 512, 512)
     assert params.loss.nn_weight == 0.01 and params.loss.nn_window == 3
     assert set(yaml.safe_load(path.read_text())) == set(to_dict(params))
@@ -65,12 +65,15 @@ def test_market_config_is_the_paper_mode_and_plus_differs_only_in_our_options(ma
                 assert getattr(getattr(paper, section), key) == getattr(getattr(defaults, section), key)
     assert paper.train.amp is False and paper.train.batches_per_step == 3
     assert paper.loss.vgg_convention == "pose_gan"
+    assert paper.heatmaps.values == "float32" and paper.evaluate.uint8 == "truncate"
+    assert paper.evaluate.precision == "float32"
     plus = load_params(market["plus"])
     diff = {k for k, v in flatten(plus).items() if flatten(paper)[k] != v}
     ours = {"model.norm", "model.disc_head", "model.affine_fit", "model.part_masks",
             "model.warp_sampling", "model.offsets", "model.init", "model.block_bias",
             "model.upsample", "loss.offset_smooth_weight", "loss.vgg_convention",
-            "train.amp", "train.batches_per_step"}
+            "train.amp", "train.batches_per_step", "heatmaps.values", "evaluate.precision",
+            "evaluate.uint8"}
     assert diff and diff <= ours, diff - ours
 
 

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pipeline.core.device import DeviceSetup, adam_implementation, cpu_has_native_bf16, select_device, setup_device
+from pipeline.core.device import (DeviceSetup, adam_implementation, cpu_has_native_bf16, select_device,
+                                  set_tf32, setup_device, tf32_allowed)
 
 
 def test_cpu_is_float32_without_scaler_or_channels_last() -> None:
@@ -40,6 +41,14 @@ def test_cpu_amp_is_bf16_only_with_native_bf16(monkeypatch, caps, native) -> Non
 def test_adam_is_fused_on_cpu_and_cuda() -> None:
     assert adam_implementation(torch.device("cpu")) == "fused"
     assert adam_implementation(torch.device("cuda")) == "fused"
+
+
+@pytest.fixture(autouse=True)
+def tf32_flags():
+    """Restore torch's process-wide TF32 flags (setup_device sets them on CUDA)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _fake_gpu(monkeypatch: pytest.MonkeyPatch, major: int) -> None:
@@ -81,3 +90,18 @@ def test_a_fixed_gpu_under_several_local_processes_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="every local process on one GPU"):
         select_device("cuda:1")
     assert select_device("cpu").type == "cpu"
+
+
+def test_float32_on_cuda_is_true_float32_and_amp_allows_tf32(monkeypatch):
+    """train.amp false: TF32 off for matmuls and cuDNN convolutions (the original's float32);
+    amp true: on. Read back through torch's flags, legacy and fp32_precision alike."""
+    _fake_gpu(monkeypatch, major=9)
+    setup_device("cuda", amp=False)
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert torch.backends.cudnn.conv.fp32_precision != "tf32" and not tf32_allowed()
+    setup_device("cuda", amp=True)
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32" and tf32_allowed()
+    set_tf32(False)
+    assert not tf32_allowed()

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.data import heatmap_store
 from pipeline.data.heatmap_store import HeatmapStore, write_heatmap_store
-from pipeline.data.heatmaps import render_heatmaps, render_heatmaps_uint8
+from pipeline.data.heatmaps import render_heatmaps, render_heatmaps_exact, render_heatmaps_uint8
 from pipeline.core.keypoints import NUM_JOINTS
 
 H, W, S = 32, 16, 3.0
@@ -122,6 +122,21 @@ def test_values_equal_the_dense_uint8_store(tmp_path):
     got = store.get(np.arange(13)[::-1])
     np.testing.assert_array_equal(got, dense[::-1].astype(np.float32) * np.float32(1 / 255))
     assert not got[-1, 0].any()  # the NaN joint renders empty
+
+
+def test_float32_store_renders_the_exact_maps(tmp_path):
+    names, kp = _data(5, seed=4)
+    store = HeatmapStore(write_heatmap_store(tmp_path / "hm", names, kp, H, W, S, values="float32"))
+    assert store.meta["dtype"] == "float32"
+    want = render_heatmaps_exact(kp, H, W, S).numpy()
+    np.testing.assert_array_equal(store.get(np.arange(5)), want)
+    assert not np.array_equal(want, render_heatmaps_uint8(kp, H, W, S).numpy() / np.float32(255))
+    with pytest.raises(ValueError, match="heatmaps.values"):
+        write_heatmap_store(tmp_path / "x", names, kp, H, W, S, values="float16")
+    meta = json.loads((tmp_path / "hm" / "meta.json").read_text())
+    (tmp_path / "hm" / "meta.json").write_text(json.dumps({**meta, "dtype": "int4"}))
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        HeatmapStore(tmp_path / "hm")
 
 
 def test_size_on_disk(tmp_path):

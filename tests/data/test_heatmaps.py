@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.heatmaps import render_heatmaps, render_heatmaps_uint8, table_keypoints
+from pipeline.data.heatmaps import (render_heatmaps, render_heatmaps_exact, render_heatmaps_uint8,
+                                    table_keypoints)
 from pipeline.core.keypoints import NUM_JOINTS, make_table
 from pipeline.data.preview import (TITLE_H, draw_skeleton, load_images, pick_rows, preview_grid,
                                    with_titles, write_png)
@@ -90,6 +91,29 @@ def test_uint8_quantisation_within_half_a_step():
     err = np.abs(q.numpy().astype(np.float32) / 255 - hm)
     assert err.max() <= 1 / 510 + 1e-6
     assert (q.numpy() == np.floor(255 * hm.astype(np.float64) + 0.5)).mean() > 0.999
+
+
+def _original_cords_to_map(kp_yx: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
+    """pose-gan pose_utils.cords_to_map, restated: float64 Gaussians, stored float32 [H, W, 18]."""
+    result = np.zeros(size + kp_yx.shape[:1], dtype="float32")
+    for i, point in enumerate(kp_yx):
+        if point[0] == -1 or point[1] == -1:
+            continue
+        xx, yy = np.meshgrid(np.arange(size[1]), np.arange(size[0]))
+        result[..., i] = np.exp(-((yy - point[0]) ** 2 + (xx - point[1]) ** 2) / (2 * sigma ** 2))
+    return result
+
+
+def test_exact_maps_are_the_originals_float32_values():
+    kp = _kp(4, seed=5)  # integer keypoints, as the canonical annotations
+    kp[0, 3] = -1
+    got = render_heatmaps_exact(torch.from_numpy(kp), 128, 64, 6.0).numpy()
+    assert got.dtype == np.float32
+    for n in range(len(kp)):
+        want = _original_cords_to_map(kp[n, :, ::-1].astype(np.int64), (128, 64), 6.0)
+        np.testing.assert_array_max_ulp(got[n], want.transpose(2, 0, 1), maxulp=1)
+        assert (got[n] == want.transpose(2, 0, 1)).mean() > 0.9999
+    assert not got[0, 3].any()
 
 
 def test_preview_draws_skeleton_and_heat(tmp_path):

@@ -249,7 +249,8 @@ def test_stage_scores_the_checkpoint_params_name(tiny, tmp_path, capsys):
     assert metrics["pairs"] == len(test_pairs)
     details = json.loads((tmp_path / "m" / "eval_details.json").read_text())
     assert details["notes"] == {"checkpoint": "best", "generator": str(models / "best.pt"), "generator_step": 3,
-                                "training_run_id": None, "grid": str(tmp_path / "eval" / "grid.png")}
+                                "training_run_id": None, "grid": str(tmp_path / "eval" / "grid.png"),
+                                "precision": "float32", "uint8": "round", "trained_amp": None}
     assert details["model"]["ssim"] == metrics["ssim"] and details["model"]["fid"] is None
     assert details["model"]["fid_reason"] and details["copy_source"]["ssim"] > 0
     # Each reason printed once, however many metrics it nulls.
@@ -303,3 +304,31 @@ def test_protocols_add_one_group_each_and_cache_the_training_set(tiny, tmp_path)
     assert pool.images == train + 4 * 5  # the second evaluation read the statistics from the cache
     assert again["protocols"]["gfla-market"]["fid_real_cached"] is True
     assert again["protocols"]["gfla-market"]["fid"] == summary["protocols"]["gfla-market"]["fid"]
+
+
+def test_precision_follows_the_checkpoint_on_cuda_and_is_float32_on_cpu(monkeypatch):
+    from pipeline.core import device as device_mod
+    from pipeline.eval.evaluation import eval_precision, precision_name
+
+    monkeypatch.setattr(device_mod, "cuda_amp_dtype", lambda: torch.bfloat16)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert eval_precision("checkpoint", True, cuda) == torch.bfloat16
+    assert eval_precision("checkpoint", False, cuda) is None
+    assert eval_precision("checkpoint", None, cuda) is None  # not recorded: float32
+    assert eval_precision("float32", True, cuda) is None
+    assert eval_precision("amp", False, cuda) == torch.bfloat16
+    assert all(eval_precision(s, True, cpu) is None for s in ("checkpoint", "amp", "float32"))
+    assert precision_name(None) == "float32" and precision_name(torch.bfloat16) == "bfloat16"
+    with pytest.raises(ValueError, match="evaluate.precision"):
+        eval_precision("fp8", True, cuda)
+
+
+def test_truncating_rule_is_used_for_the_pngs_and_written_in_the_details(tiny, tmp_path):
+    rounded, _ = _evaluate(tiny, tmp_path / "r", max_pairs=4)
+    truncated, _ = _evaluate(tiny, tmp_path / "t", max_pairs=4, uint8="truncate")
+    assert (rounded["notes"]["uint8"], truncated["notes"]["uint8"]) == ("round", "truncate")
+    assert rounded["notes"]["precision"] == "float32" and rounded["notes"]["trained_amp"] is None
+    files = sorted((tmp_path / "r" / "eval" / "images").glob("*.png"))
+    r = np.stack([np.asarray(Image.open(f)) for f in files]).astype(int)
+    t = np.stack([np.asarray(Image.open(tmp_path / "t" / "eval" / "images" / f.name)) for f in files])
+    assert ((r - t) >= 0).all() and ((r - t) <= 1).all() and (r != t).any()
