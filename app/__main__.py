@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -93,8 +94,13 @@ def build_demo(args: argparse.Namespace, workdir: Path):
     return demo, examples
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # gradio closes its server on it, then the temp folder goes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     from pipeline.infer.repose import ReposeError
 
     with tempfile.TemporaryDirectory(prefix="deformable-gan-demo-") as tmp:
@@ -110,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.ui import build_page
 
         page = build_page(demo, examples)
-        print(f"demo: serving {', '.join(demo.models)} on http://{args.host}:{args.port}", flush=True)
+        print(f"demo: serving {', '.join(demo.models)} on http://{args.host}:{args.port} "
+              f"(temp folder {workdir})", flush=True)
         page.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 2**20),
             show_error=True, allowed_paths=[str(workdir)], ssr_mode=False, share=False,

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -199,8 +199,8 @@ def frame_box(image_hw: tuple[int, int], kp: np.ndarray, box: np.ndarray | None,
 
 
 def image_format(head: bytes) -> str | None:
-    """The format of an image file from its first bytes (PIL's name), None when it is not one
-    of IMAGE_SUFFIXES' formats."""
+    """The format of an image file from its first bytes, None when it is not one of
+    IMAGE_SUFFIXES' formats (JPEG, PNG, BMP, WebP)."""
     if head.startswith(b"\xff\xd8\xff"):
         return "JPEG"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -212,16 +212,25 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
+def image_size(path: str | Path, fmt: str) -> tuple[int, int]:
+    """(width, height) from the header of a `fmt` image file, decoding no pixel.
+
+    PIL's format class is used directly, not Image.open: that one refuses large images with
+    an error that hides their size, and ultralytics patches it to fetch a HEIF plugin for
+    any file PIL cannot identify, which a server must not do for whatever is uploaded.
+    Raises OSError / SyntaxError / ValueError for a broken header."""
+    from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+    cls = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
+           "BMP": BmpImagePlugin.BmpImageFile, "WEBP": WebPImagePlugin.WebPImageFile}[fmt]
+    with open(path, "rb") as f, cls(f) as im:
+        return im.size
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, label: str | None = None) -> np.ndarray:
     """Decode one image file -> BGR uint8 [H, W, 3], refusing more than `max_pixels` pixels
     before decoding any (the size comes from the header: a 20000x20000 PNG of a few hundred
-    KB would otherwise decode to 1.2 GB). Raises ReposeError naming `label` (default: path).
-
-    The format is recognised from the file's first bytes before PIL reads the header:
-    ultralytics patches PIL.Image.open to fetch a HEIF plugin for any file PIL cannot
-    identify, which a server must not do for whatever is uploaded."""
-    from PIL import Image
-
+    KB would otherwise decode to 1.2 GB). Raises ReposeError naming `label` (default: path)."""
     from pipeline.data.pose import decode_image
 
     label = str(label or path)
@@ -237,17 +246,12 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, label: str | None
         what = "empty file" if not head else "not an image file (JPEG, PNG, BMP or WebP)"
         raise ReposeError(f"{label}: {what}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=[fmt]) as im:  # reads the header only
-                w, h = im.size
-    except Image.DecompressionBombError:  # PIL's own cap (about 179 MP) is above ours
-        w = h = None
-    except (ImportError, OSError, ValueError, SyntaxError):  # UnidentifiedImageError is an OSError
+        w, h = image_size(path, fmt)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
         raise ReposeError(f"{label}: not a decodable {fmt} image (broken header)") from None
-    if w is None or w * h > max_pixels:
-        size = f"{w}x{h} pixels" if w is not None else "too many pixels"
-        raise ReposeError(f"{label}: image too large ({size}; the limit is {max_pixels / 1e6:g} megapixels)")
+    if w * h > max_pixels:
+        raise ReposeError(f"{label}: image too large ({w}x{h} pixels; the limit is "
+                          f"{max_pixels / 1e6:g} megapixels)")
     image, err = decode_image(path)
     if image is None:
         raise ReposeError(err.replace(str(path), label, 1))
