@@ -98,34 +98,46 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # gradio closes its server on it, then the temp folder goes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+def serve(args: argparse.Namespace, workdir: Path) -> int:
     from pipeline.infer.repose import ReposeError
 
-    with tempfile.TemporaryDirectory(prefix="deformable-gan-demo-") as tmp:
-        workdir = Path(tmp)
-        os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")  # uploads and gradio's cache
-        try:
-            demo, examples = build_demo(args, workdir)
-        except ReposeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        import gradio as gr
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")  # uploads and gradio's cache
+    try:
+        demo, examples = build_demo(args, workdir)
+    except ReposeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import gradio as gr
 
-        from app.ui import build_page
+    from app.ui import build_page
 
-        page = build_page(demo, examples)
-        print(f"demo: serving {', '.join(demo.models)} on http://{args.host}:{args.port} "
-              f"(temp folder {workdir})", flush=True)
+    page = build_page(demo, examples)
+    print(f"demo: serving {', '.join(demo.models)} on http://{args.host}:{args.port} "
+          f"(temp folder {workdir})", flush=True)
+    try:
         page.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 2**20),
             show_error=True, allowed_paths=[str(workdir)], ssr_mode=False, share=False,
             footer_links=["api"], quiet=True,
             # system fonts: the default theme would fetch Google Fonts in the browser
             theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"]),
-        )
+        )  # returns on Ctrl-C / SIGTERM once serving
+    except OSError as exc:  # the port is taken, the address is not this machine's, ...
+        print(f"error: cannot serve on {args.host}:{args.port}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    with tempfile.TemporaryDirectory(prefix="deformable-gan-demo-") as tmp:
+        try:
+            code = serve(args, Path(tmp))
+        except KeyboardInterrupt:  # Ctrl-C while loading or starting
+            code = 0
+    print("demo: stopped", flush=True)
+    return code
 
 
 if __name__ == "__main__":
