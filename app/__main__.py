@@ -109,7 +109,7 @@ def serve(args: argparse.Namespace, workdir: Path) -> int:
         return 2
     import gradio as gr
 
-    from app.ui import build_page
+    from app.ui import CSS, build_page
 
     page = build_page(demo, examples)
     print(f"demo: serving {', '.join(demo.models)} on http://{args.host}:{args.port} "
@@ -118,7 +118,7 @@ def serve(args: argparse.Namespace, workdir: Path) -> int:
         page.queue(default_concurrency_limit=1).launch(
             server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 2**20),
             show_error=True, allowed_paths=[str(workdir)], ssr_mode=False, share=False,
-            footer_links=["api"], quiet=True,
+            footer_links=["api"], quiet=True, css=CSS,
             # system fonts: the default theme would fetch Google Fonts in the browser
             theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"]),
         )  # returns on Ctrl-C / SIGTERM once serving

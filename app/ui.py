@@ -25,6 +25,8 @@ Give a photo of a person (upload, webcam or an example), choose a target pose (f
 gallery, from a second photo, or drawn by hand), and the Deformable GAN draws the same
 person in that pose. Errors and the time each request took show below the pictures."""
 THUMB_SCALE = 1  # gallery thumbnails at the poses' own frame size
+# The generated picture fills its box like the (2x) pictures beside it, in crisp pixels.
+CSS = "#result img { height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def _gallery_items(demo: Demo) -> list[tuple]:
@@ -32,7 +34,7 @@ def _gallery_items(demo: Demo) -> list[tuple]:
     items = []
     for i in range(len(g)):
         w, h = (int(v) for v in g.frames[i])
-        items.append((skeleton_picture(g.at(i, (h, w)), (h, w), THUMB_SCALE), f"{i}: {g.names[i]}"))
+        items.append((skeleton_picture(g.at(i, (h, w)), (h, w), THUMB_SCALE), str(i)))
     return items
 
 
@@ -52,11 +54,12 @@ def build_page(demo: Demo, examples: Sequence[str]) -> gr.Blocks:
                 with gr.Tabs():
                     with gr.Tab("Gallery pose", elem_id="tab-gallery"):
                         gallery = gr.Gallery(_gallery_items(demo), label="Test-set poses (click one)",
-                                             columns=12, height=300, allow_preview=False,
-                                             elem_id="pose-gallery")
-                        index = gr.Number(0, precision=0, label="Chosen pose", elem_id="pose-index")
-                        go_gallery = gr.Button("Re-pose into the chosen pose", variant="primary",
-                                               elem_id="go-gallery")
+                                             columns=8, height=330, allow_preview=False,
+                                             object_fit="contain", elem_id="pose-gallery")
+                        with gr.Row():
+                            index = gr.Number(0, precision=0, label="Chosen pose", elem_id="pose-index")
+                            go_gallery = gr.Button("Re-pose into the chosen pose", variant="primary",
+                                                   elem_id="go-gallery")
                     with gr.Tab("Pose of a photo"):
                         target = gr.Image(label="Target person", sources=["upload", "webcam"],
                                           type="filepath", height=300)
@@ -72,12 +75,13 @@ def build_page(demo: Demo, examples: Sequence[str]) -> gr.Blocks:
                     with gr.Tab("Animation"):
                         sequence = gr.Textbox("0, 1, 2, 3", label="Gallery poses, in order")
                         go_anim = gr.Button("Animate (GIF)", variant="primary")
-        with gr.Row():
-            shown_source = gr.Image(label="Source and its skeleton", format="png", interactive=False)
-            shown_target = gr.Image(label="Target pose", format="png", interactive=False)
-            result = gr.Image(label="Generated (download button at the top right)", type="filepath",
-                              interactive=False, elem_id="result")
-        status = gr.Markdown(elem_id="status")
+                with gr.Row():
+                    shown_source = gr.Image(label="Source and its skeleton", format="png", height=300,
+                                            interactive=False)
+                    shown_target = gr.Image(label="Target pose", format="png", height=300, interactive=False)
+                    result = gr.Image(label="Generated (download: top right)", type="filepath", height=300,
+                                      interactive=False, elem_id="result")
+                status = gr.Markdown(elem_id="status")
         outputs = [shown_source, shown_target, result, status]
 
         def chosen(evt: gr.SelectData) -> int:
