@@ -12,6 +12,7 @@ pixel cap, so an oversized or broken upload is a message, not a failed request.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import gradio as gr
@@ -38,11 +39,18 @@ def _gallery_items(demo: Demo) -> list[tuple]:
     return items
 
 
+def _model_choices(demo: Demo) -> list[tuple[str, str]]:
+    """(shown, value) per checkpoint: the file name when that is unambiguous, else the path;
+    the value (what the API takes) is always the path as given on the command line."""
+    names = [Path(m).name for m in demo.models]
+    return [(n if names.count(n) == 1 else m, m) for n, m in zip(names, demo.models)]
+
+
 def build_page(demo: Demo, examples: Sequence[str]) -> gr.Blocks:
     model_events = dict(preprocess=False, concurrency_id="model", concurrency_limit=1)
     with gr.Blocks(title="Deformable GAN: re-pose a person") as page:
         gr.Markdown(INTRO)
-        model = gr.Dropdown(list(demo.models), value=demo.default_model, label="Generator checkpoint")
+        model = gr.Dropdown(_model_choices(demo), value=demo.default_model, label="Generator checkpoint")
         with gr.Row():
             with gr.Column(scale=1, min_width=240):
                 source = gr.Image(label="Source person", sources=["upload", "webcam"], type="filepath",
@@ -65,12 +73,14 @@ def build_page(demo: Demo, examples: Sequence[str]) -> gr.Blocks:
                                           type="filepath", height=300)
                         go_photo = gr.Button("Re-pose into this person's pose", variant="primary")
                     with gr.Tab("Edit a pose"):
-                        pose_text = gr.Textbox(demo.gallery_pose_json(0), label="Pose (JSON)", lines=2)
+                        pose_text = gr.Textbox(demo.gallery_pose_json(0), label="Pose (JSON)", lines=2,
+                                               elem_id="pose-json")
                         with gr.Row():
                             joint = gr.Dropdown(list(JOINTS), value="r_wrist", label="Joint to move")
                             start = gr.Button("Start from the chosen gallery pose")
                         canvas = gr.Image(demo.editor_picture(demo.gallery_pose_json(0))[0], format="png",
-                                          label="Click where the joint goes", interactive=False)
+                                          label="Click where the joint goes", interactive=False,
+                                          elem_id="pose-canvas")
                         go_edit = gr.Button("Re-pose into the edited pose", variant="primary")
                     with gr.Tab("Animation"):
                         sequence = gr.Textbox("0, 1, 2, 3", label="Gallery poses, in order")
