@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     from app.handlers import Demo
     from pipeline.core.device import select_device
     from pipeline.infer.poses import synthetic_gallery
-    from pipeline.infer.repose import Reposer, load_pose_model, read_image
+    from pipeline.infer.repose import Reposer, load_pose_model
 
     photos = sorted(Path(args.images).glob("*.jpg"))
     if not photos:
@@ -106,16 +106,7 @@ def main(argv: list[str] | None = None) -> None:
               f"device {device}; median of {args.repeats}")
         print(f"  {'':22s} {'wall ms':>9s} {'CPU ms':>9s}")
         for name, r in models.items():
-            person = r.people([read_image(photo)], ["photo"], "source")[0]
-            target = demo.gallery.at(1, r.hw)[None]
-            fns = {
-                "generate only": lambda: r.generate(person, target),
-                "pose only": lambda: r.people([read_image(photo)], ["photo"], "source"),
-                "request (handler)": lambda: check(demo.repose_gallery(name, photo, 1)),
-            }
-            if client is not None:
-                fns["request (HTTP)"] = lambda: check(client.predict(
-                    name, handle(photo), 1, api_name="/repose_gallery"))
+            fns = rows(demo, client, name, photo)
             for fn in fns.values():
                 fn()  # warm-up: first-call allocations, YOLO's predictor set-up
             n_params = sum(p.numel() for p in r.G.parameters()) / 1e6
@@ -123,6 +114,24 @@ def main(argv: list[str] | None = None) -> None:
                   f"{saved[name][1]}, {n_params:.1f} M parameters")
             for label, (wall, cpu) in medians(fns, args.repeats).items():
                 print(f"    {label:20s} {wall * 1000:9.1f} {cpu * 1000:9.1f}")
+
+
+def rows(demo, client, name: str, photo: str) -> dict:
+    """The measured functions for checkpoint `name` (see the module docstring)."""
+    from pipeline.infer.repose import read_image
+
+    r = demo.models[name]
+    person = r.people([read_image(photo)], ["photo"], "source")[0]
+    target = demo.gallery.at(1, r.hw)[None]
+    fns = {
+        "generate only": lambda: r.generate(person, target),
+        "pose only": lambda: r.people([read_image(photo)], ["photo"], "source"),
+        "request (handler)": lambda: check(demo.repose_gallery(name, photo, 1)),
+    }
+    if client is not None:
+        fns["request (HTTP)"] = lambda: check(client.predict(name, handle(photo), 1,
+                                                             api_name="/repose_gallery"))
+    return fns
 
 
 def check(outputs) -> None:
