@@ -3,7 +3,7 @@
     python -m app [--model FILE]... [--host 127.0.0.1] [--port 7860]
                   [--pose-weights yolo11n-pose.pt|FILE] [--device auto]
                   [--keypoints data/keypoints.parquet] [--dataset data/dataset]
-                  [--max-upload-mb 20] [--max-megapixels 40]
+                  [--max-upload-mb 30] [--max-megapixels 50]
 
 Every --model (a generator file: models/generator.pt, models/best.pt, ...) is loaded once at
 start and offered in the page; one that does not load is listed with its reason, and the
@@ -21,14 +21,20 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-# Before gradio is imported: no usage statistics, no update check, no Hub telemetry.
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# A server never pip-installs on a user's input (ultralytics would, for a file PIL cannot open).
-os.environ["YOLO_AUTOINSTALL"] = "False"
+
+
+def quiet_environment() -> None:
+    """Before gradio and ultralytics are imported: no usage statistics, no update check, no
+    Hub telemetry, and never a pip install on a user's input (ultralytics would fetch a HEIF
+    plugin for an image PIL cannot open)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ["YOLO_AUTOINSTALL"] = "False"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from pipeline.infer.repose import MAX_PIXELS
+
     ap = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", help="generator file; repeat to offer several "
                     "(default models/generator.pt)")
@@ -41,8 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="the pose stage's keypoint table: test-set poses for the gallery")
     ap.add_argument("--dataset", default="data/dataset", help="the dataset folder: example photos")
     ap.add_argument("--gallery-size", type=int, default=24, help="poses in the gallery")
-    ap.add_argument("--max-upload-mb", type=float, default=20, help="largest accepted upload")
-    ap.add_argument("--max-megapixels", type=float, default=40,
+    ap.add_argument("--max-upload-mb", type=float, default=30, help="largest accepted upload")
+    ap.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
                     help="largest accepted photo, decoded (checked before decoding)")
     args = ap.parse_args(argv)
     args.model = args.model or ["models/generator.pt"]
@@ -129,6 +135,7 @@ def serve(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_environment()
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="deformable-gan-demo-") as tmp:

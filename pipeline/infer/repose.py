@@ -22,6 +22,12 @@ training data. One image in -> one PNG (at the model resolution) out, named afte
 A source or target without both shoulders and both hips (the pairs-stage `usable` rule), an
 image with no person, or an unreadable file raises ReposeError naming the file; main() then
 exits with status 2. ultralytics is imported lazily (only when a pose model is needed).
+
+As a library (the web demo, app/, and bench/bench_demo.py): `Reposer.load(model, pose_model)`
+holds a generator and a pose model (`load_pose_model`), loaded once; `people(images)` takes
+BGR arrays to cropped people, `generate(person, poses)` gives RGB arrays; `read_image` decodes
+an upload with its size checked in the header first, `parse_poses` reads pose-file JSON
+already decoded.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ ASPECT_TOLERANCE = 0.1  # relative aspect-ratio difference under which an image 
 CANONICAL_HW = (128, 64)  # frame of the canonical Market-1501 annotation CSVs
 DEFAULT_SIGMA = 6.0
 GIF_FRAME_MS = 250
-MAX_PIXELS = 40_000_000  # decoded-size cap of one input photo (40 MP: 120 MB as BGR uint8)
+MAX_PIXELS = 50_000_000  # decoded-size cap of one input photo: a 48/50 MP phone photo, 150 MB as BGR
 
 
 class ReposeError(ValueError):

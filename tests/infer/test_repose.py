@@ -145,7 +145,7 @@ def test_read_image_checks_format_and_size_before_decoding(setup, tmp_path):
             read_image(tmp_path / name, label=f"upload/{name}")
     # 20000 x 20000 would take 1.2 GB decoded; the header says so first.
     big = huge_png(tmp_path / "huge.png")
-    with pytest.raises(ReposeError, match=r"huge\.png: image too large \(20000x20000 pixels; the limit is 40 megapixels\)"):
+    with pytest.raises(ReposeError, match=r"huge\.png: image too large \(20000x20000 pixels; the limit is 50 megapixels\)"):
         read_image(big)
     with pytest.raises(ReposeError, match="the limit is 0.008 megapixels"):
         read_image(photo, max_pixels=8000)  # 64 x 128 = 8192
