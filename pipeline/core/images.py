@@ -35,17 +35,44 @@ def truncation(data: bytes) -> str | None:
     return None
 
 
-def declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the file header without decoding the pixels; None if unknown.
-    A size PIL itself calls a decompression bomb (over ~179 Mpx) comes back as its area."""
-    from PIL import Image
+def image_format(head: bytes) -> str | None:
+    """The format of an image file from its first bytes, None when it is not one of
+    IMAGE_SUFFIXES' formats (JPEG, PNG, BMP, WebP)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
 
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int]:
+    """(width, height) from the header of a `fmt` image, decoding no pixel.
+
+    PIL's format class is used directly, not Image.open: that one refuses large images with
+    an error that hides their size, and ultralytics patches it to install a HEIF plugin for
+    any file PIL cannot identify, which must never happen for a user's file.
+    Raises OSError / SyntaxError / ValueError / EOFError for a broken header."""
+    from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+    cls = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
+           "BMP": BmpImagePlugin.BmpImageFile, "WEBP": WebPImagePlugin.WebPImageFile}[fmt]
+    with cls(io.BytesIO(data)) as image:
+        return image.size
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding the pixels; None if unknown
+    (another format, or a header PIL cannot parse: cv2 decides then)."""
+    fmt = image_format(data[:16])
+    if fmt is None:
+        return None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Image.DecompressionBombError:
-        return (Image.MAX_IMAGE_PIXELS or 0) * 2 + 1, 1
-    except Exception:  # PIL cannot parse every format cv2 can; cv2 decides below
+        return header_size(data, fmt)
+    except Exception:
         return None
 
 
@@ -67,8 +94,7 @@ def _header_problem(path: Path, data: bytes, max_pixels: int) -> str | None:
         return f"{path}: {problem}"
     size = declared_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
-        shown = f"{size[0]}x{size[1]} pixels" if size[1] > 1 else f"over {size[0] - 1:,} pixels"
-        return f"{path}: {shown} is over the limit of {max_pixels:,}"
+        return f"{path}: {size[0]}x{size[1]} pixels is over the limit of {max_pixels:,}"
     return None
 
 

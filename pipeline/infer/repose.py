@@ -22,11 +22,18 @@ training data. One image in -> one PNG (at the model resolution) out, named afte
 A source or target without both shoulders and both hips (the pairs-stage `usable` rule), an
 image with no person, or an unreadable file raises ReposeError naming the file; main() then
 exits with status 2. ultralytics is imported lazily (only when a pose model is needed).
+
+As a library (the web demo, app/, and bench/bench_demo.py): `Reposer.load(model, pose_model)`
+holds a generator and a pose model (`load_pose_model`), loaded once; `people(images)` takes
+BGR arrays to cropped people, `generate(person, poses)` gives RGB arrays; `read_image` decodes
+an upload with its size checked in the header first, `parse_poses` reads pose-file JSON
+already decoded.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +46,13 @@ from pipeline.infer.crop import Box, crop_box, crop_image, map_keypoints, person
 from pipeline.core.keypoints import J, NUM_JOINTS, present, read_annotation_csv
 from pipeline.data.pairs import REQUIRED_JOINTS
 from pipeline.model.build import run_generator
-from pipeline.core.images import IMAGE_SUFFIXES, decode_image
+from pipeline.core.images import IMAGE_SUFFIXES, decode_image, header_size, image_format
 
 ASPECT_TOLERANCE = 0.1  # relative aspect-ratio difference under which an image is used whole
 CANONICAL_HW = (128, 64)  # frame of the canonical Market-1501 annotation CSVs
 DEFAULT_SIGMA = 6.0
 GIF_FRAME_MS = 250
+MAX_PIXELS = 50_000_000  # decoded-size cap of one input photo: a 48/50 MP phone photo, 150 MB as BGR
 
 
 class ReposeError(ValueError):
@@ -141,14 +149,23 @@ def read_pose_file(path: str | Path, height: int, width: int) -> list[tuple[str,
         obj = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ReposeError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_poses(obj, str(path), height, width, path.stem)
+
+
+def parse_poses(obj, source: str, height: int, width: int, name: str = "pose"
+                ) -> list[tuple[str, np.ndarray]]:
+    """Poses from a decoded JSON value in the pose-file format (module docstring): one
+    {"keypoints": ...} object (named `name`) or named poses, optional "width"/"height" frame.
+
+    Returns [(name, float32 [18, 2] at height x width)]; raises ReposeError naming `source`.
+    """
     if not isinstance(obj, dict) or not obj:
-        raise ReposeError(f"{path}: expected a JSON object with 'keypoints' or named poses")
+        raise ReposeError(f"{source}: expected a JSON object with 'keypoints' or named poses")
+    scale = _frame_scale(obj, source, height, width)
     if "keypoints" in obj:
-        kp = _parse_joints(obj["keypoints"], str(path), "keypoints")
-        return [(path.stem, _scaled(kp, _frame_scale(obj, str(path), height, width)))]
-    scale = _frame_scale(obj, str(path), height, width)
+        return [(name, _scaled(_parse_joints(obj["keypoints"], source, "keypoints"), scale))]
     poses = {k: v for k, v in obj.items() if k not in ("width", "height")}
-    return [(Path(k).stem, _scaled(_parse_joints(v, str(path), k), scale)) for k, v in poses.items()]
+    return [(Path(k).stem, _scaled(_parse_joints(v, source, k), scale)) for k, v in poses.items()]
 
 
 # --------------------------------------------------------------------------- detection
@@ -187,29 +204,67 @@ def frame_box(image_hw: tuple[int, int], kp: np.ndarray, box: np.ndarray | None,
     return crop_box(person_extent(kp, box), out_hw, margin)
 
 
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, label: str | None = None) -> np.ndarray:
+    """Decode one image file -> BGR uint8 [H, W, 3], refusing more than `max_pixels` pixels
+    before decoding any (the size comes from the header: a 20000x20000 PNG of a few hundred
+    KB would otherwise decode to 1.2 GB). Raises ReposeError naming `label` (default: path)."""
+    label = str(label or path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise ReposeError(f"{label}: file not found") from None
+    except OSError as exc:
+        raise ReposeError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    fmt = image_format(head)
+    if fmt is None:
+        what = "empty file" if not head else "not an image file (JPEG, PNG, BMP or WebP)"
+        raise ReposeError(f"{label}: {what}")
+    try:
+        w, h = header_size(Path(path).read_bytes(), fmt)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+        raise ReposeError(f"{label}: not a decodable {fmt} image (broken header)") from None
+    if w * h > max_pixels:
+        raise ReposeError(f"{label}: image too large ({w}x{h} pixels; the limit is "
+                          f"{max_pixels / 1e6:g} megapixels)")
+    image, err = decode_image(path)
+    if image is None:
+        raise ReposeError(err.replace(str(path), label, 1))
+    return image
+
+
+def people_from_images(images: Sequence[np.ndarray], labels: Sequence[str], model,
+                       out_hw: tuple[int, int], what: str | Sequence[str], margin: float = 0.1
+                       ) -> list[Person]:
+    """Detect (one batch), crop and check BGR images [H, W, 3]; the first bad one raises
+    ReposeError naming its label. what: "source"/"target", one for all or one per image."""
+    import cv2
+
+    whats = [what] * len(images) if isinstance(what, str) else list(what)
+    kp, boxes = detect(images, model)
+    people = []
+    for label, w, image, k, b in zip(labels, whats, images, kp, boxes):
+        if not present(k).any():
+            raise ReposeError(f"{label}: no person found in the {w} image")
+        check_usable(k, str(label), w)
+        box = frame_box(image.shape[:2], k, b, out_hw, margin)
+        crop = cv2.cvtColor(crop_image(image, box, out_hw), cv2.COLOR_BGR2RGB)
+        mapped = map_keypoints(k, box, out_hw)
+        check_usable(mapped, str(label), w + " (after cropping)")
+        people.append(Person(Path(label).stem, str(label), mapped, crop))
+    return people
+
+
 def load_people(paths: Sequence[str | Path], model, out_hw: tuple[int, int], what: str,
                 margin: float = 0.1) -> list[Person]:
     """Decode, detect, crop and check every image; the first bad one raises ReposeError."""
-    import cv2
-
     images = []
     for p in paths:
         image, err = decode_image(p)
         if image is None:
             raise ReposeError(f"{err} (cannot use it as the {what} image)")
         images.append(image)
-    kp, boxes = detect(images, model)
-    people = []
-    for p, image, k, b in zip(paths, images, kp, boxes):
-        if not present(k).any():
-            raise ReposeError(f"{p}: no person found in the {what} image")
-        check_usable(k, str(p), what)
-        box = frame_box(image.shape[:2], k, b, out_hw, margin)
-        crop = cv2.cvtColor(crop_image(image, box, out_hw), cv2.COLOR_BGR2RGB)
-        mapped = map_keypoints(k, box, out_hw)
-        check_usable(mapped, str(p), what + " (after cropping)")
-        people.append(Person(Path(p).stem, str(p), mapped, crop))
-    return people
+    return people_from_images(images, [str(p) for p in paths], model, out_hw, what, margin)
 
 
 def list_pose_images(folder: str | Path) -> list[Path]:
@@ -297,6 +352,70 @@ def model_sigma(meta: dict, fallback: float) -> float:
     return float(fallback if value is None else value)
 
 
+def load_pose_model(pose_weights: str = "yolo11n-pose.pt", device: str | torch.device = "cpu"):
+    """The YOLO pose model (pipeline.data.pose.PoseModel) from a weights name or a local file;
+    any problem is one ReposeError line naming --pose-weights."""
+    from pipeline.core.weights import WeightsError, resolve
+    from pipeline.data.pose import load_model
+
+    dev = torch.device(device)
+    try:
+        local = resolve(pose_weights, "--pose-weights")  # a weights name or a local file
+        return load_model(str(local), "cpu" if dev.type == "cpu" else str(dev))
+    except WeightsError as exc:  # already one line naming --pose-weights
+        raise ReposeError(str(exc)) from exc
+    except (FileNotFoundError, ValueError) as exc:
+        raise ReposeError(f"pose weights: {exc}") from exc
+
+
+def checkpoint_problem(exc: Exception, model: str | Path) -> str:
+    """One line for a generator file that does not load: torch.load's own message for a file
+    it cannot unpickle runs to a dozen lines and suggests weights_only=False."""
+    if exc.__cause__ is not None and "cannot load checkpoint" in str(exc):
+        return (f"{model}: not a generator checkpoint (torch.load(weights_only=True) refused it: "
+                f"{type(exc.__cause__).__name__})")
+    return str(exc).strip().splitlines()[0]
+
+
+class Reposer:
+    """A trained generator and a pose model, loaded once; arrays in, arrays out.
+
+    The CLI, the web demo (app/) and bench/bench_demo.py all re-pose through one. Several
+    may share one pose model (the demo holds one Reposer per checkpoint).
+    """
+
+    def __init__(self, G: torch.nn.Module, hw: tuple[int, int], sigma: float, pose_model,
+                 device: torch.device, margin: float = 0.1, label: str = "") -> None:
+        self.G, self.hw, self.sigma, self.pose_model = G, hw, sigma, pose_model
+        self.device, self.margin, self.label = device, margin, label
+
+    @classmethod
+    def load(cls, model: str | Path, pose_model, device: str | torch.device = "auto",
+             sigma: float = DEFAULT_SIGMA, margin: float = 0.1) -> "Reposer":
+        """Rebuild the generator saved in `model` (any file load_generator accepts);
+        a file that is not one raises ReposeError naming it."""
+        from pipeline.core.device import select_device
+        from pipeline.model.checkpoint import CheckpointError, load_generator
+
+        dev = device if isinstance(device, torch.device) else select_device(device)
+        try:
+            G, meta = load_generator(model, dev)
+        except CheckpointError as exc:
+            raise ReposeError(checkpoint_problem(exc, model)) from exc
+        hw = (meta["image"].height, meta["image"].width)
+        return cls(G, hw, model_sigma(meta, sigma), pose_model, dev, margin, str(model))
+
+    def people(self, images: Sequence[np.ndarray], labels: Sequence[str],
+               what: str | Sequence[str]) -> list[Person]:
+        """BGR uint8 [H, W, 3] photos -> their main people cropped to the model resolution."""
+        return people_from_images(images, labels, self.pose_model, self.hw, what, self.margin)
+
+    def generate(self, source: Person, targets: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """float32 [T, 18, 2] target poses (model resolution) -> uint8 [T, H, W, 3] RGB."""
+        return generate(self.G, source, np.asarray(targets, np.float32).reshape(-1, NUM_JOINTS, 2),
+                        self.sigma, self.device, batch_size)
+
+
 def repose(
     source: str | Path,
     pose: str | Path,
@@ -310,42 +429,27 @@ def repose(
 ) -> list[Path]:
     """The whole inference: returns the PNG paths written (plus nothing else; the GIF goes to
     `gif` when given). Raises ReposeError for bad inputs."""
-    from pipeline.model.checkpoint import CheckpointError, load_generator
     from pipeline.core.device import select_device
 
     dev = select_device(device)
-    try:
-        G, meta = load_generator(model, dev)
-    except CheckpointError as exc:
-        raise ReposeError(str(exc)) from exc
-    hw = (meta["image"].height, meta["image"].width)
-    sigma = model_sigma(meta, sigma)
-
     pose = Path(pose)
     if not pose.exists():
         raise ReposeError(f"{pose}: target pose not found")
     pose_files = list_pose_images(pose) if pose.is_dir() else (
         [pose] if pose.suffix.lower() not in (".json", ".csv") else [])
-
-    from pipeline.data.pose import load_model
-    from pipeline.core.weights import WeightsError, resolve
-
-    try:
-        local = resolve(pose_weights, "--pose-weights")  # a weights name or a local file
-        pose_model = load_model(str(local), "cpu" if dev.type == "cpu" else str(dev))
-    except WeightsError as exc:  # already one line naming --pose-weights
-        raise ReposeError(str(exc)) from exc
-    except (FileNotFoundError, ValueError) as exc:
-        raise ReposeError(f"pose weights: {exc}") from exc
-    src = load_people([source], pose_model, hw, "source", margin)[0]
+    reposer = Reposer.load(model, None, dev, sigma, margin)
+    reposer.pose_model = load_pose_model(pose_weights, dev)
+    hw = reposer.hw
+    src = load_people([source], reposer.pose_model, hw, "source", margin)[0]
     if pose_files:
-        targets = [(p.name, p.keypoints) for p in load_people(pose_files, pose_model, hw, "target", margin)]
+        targets = [(p.name, p.keypoints)
+                   for p in load_people(pose_files, reposer.pose_model, hw, "target", margin)]
     else:
         targets = read_pose_file(pose, *hw)
         for name, kp in targets:
             check_usable(kp, f"{pose} [{name}]", "target")
     paths = output_paths([n for n, _ in targets], out)
-    frames = generate(G, src, np.stack([k for _, k in targets]), sigma, dev)
+    frames = reposer.generate(src, np.stack([k for _, k in targets]))
     for frame, path in zip(frames, paths):
         write_png(frame, path)
     if gif is not None:

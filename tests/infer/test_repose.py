@@ -16,7 +16,8 @@ from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import ImageConfig, ModelConfig
 from pipeline.core.keypoints import J, write_annotation_csv
 from pipeline.model.generator import Generator
-from pipeline.infer.repose import ReposeError, load_people, main, read_pose_file, repose
+from pipeline.infer.repose import (DEFAULT_SIGMA, Reposer, ReposeError, load_people, main, read_image,
+                                   read_pose_file, repose)
 
 SAMPLE = "data/market1501-sample"
 TINY = ModelConfig(encoder_widths=(4, 8, 8, 8, 8, 8), decoder_widths=(8, 8, 8, 8, 4))
@@ -121,3 +122,56 @@ def test_errors_name_the_file(setup, tmp_path, capsys):
     code = main(["--source", str(photos[0]), "--pose", str(three), "--model", str(setup[2]),
                  "--out", str(tmp_path / "o.png"), "--pose-weights", setup[1], "--device", "cpu"])
     assert code == 2 and "three.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the library (the demo's)
+
+
+def test_read_image_checks_format_and_size_before_decoding(setup, tmp_path):
+    from support.demo_server import huge_png
+
+    photo = setup[0][0]
+    img = read_image(photo)
+    assert img.shape == (128, 64, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img, cv2.imread(str(photo)))
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "head.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (tmp_path / "cut.jpg").write_bytes(Path(photo).read_bytes()[:1500])
+    for name, problem in (("notes.txt", "not an image file"), ("empty.png", "empty file"),
+                          ("head.png", "not a decodable PNG image"), ("cut.jpg", "truncated JPEG"),
+                          ("missing.jpg", "file not found")):
+        with pytest.raises(ReposeError, match=rf"^upload/{name}: {problem}"):
+            read_image(tmp_path / name, label=f"upload/{name}")
+    # 20000 x 20000 would take 1.2 GB decoded; the header says so first.
+    big = huge_png(tmp_path / "huge.png")
+    with pytest.raises(ReposeError, match=r"huge\.png: image too large \(20000x20000 pixels; the limit is 50 megapixels\)"):
+        read_image(big)
+    with pytest.raises(ReposeError, match="the limit is 0.008 megapixels"):
+        read_image(photo, max_pixels=8000)  # 64 x 128 = 8192
+
+
+def test_reposer_arrays_in_arrays_out(setup, pose_model, tmp_path):
+    photos, _, model = setup
+    r = Reposer.load(model, pose_model, "cpu")
+    assert r.hw == (128, 64) and r.sigma == DEFAULT_SIGMA
+    images = [read_image(p) for p in photos[:2]]
+    src, tgt = r.people(images, ["a.jpg", "b.jpg"], ["source", "target"])
+    assert (src.name, tgt.name) == ("a", "b") and src.image.shape == (128, 64, 3)
+    frames = r.generate(src, np.stack([tgt.keypoints, src.keypoints]))
+    assert frames.shape == (2, 128, 64, 3) and frames.dtype == np.uint8
+    assert np.abs(frames[0].astype(int) - frames[1]).mean() > 0.1  # the pose matters
+    blank = np.full((128, 64, 3), 90, np.uint8)
+    with pytest.raises(ReposeError, match=r"^blank\.png: no person found in the target image"):
+        r.people([images[0], blank], ["a.jpg", "blank.png"], ["source", "target"])
+
+
+def test_a_file_that_is_no_generator_is_one_line(setup, tmp_path):
+    garbage = tmp_path / "notes.pt"
+    garbage.write_text("not a checkpoint\n")
+    with pytest.raises(ReposeError) as info:
+        Reposer.load(garbage, None, "cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{garbage}: not a generator checkpoint"), msg
+    with pytest.raises(ReposeError, match="checkpoint not found"):
+        Reposer.load(tmp_path / "absent.pt", None, "cpu")
