@@ -12,26 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.browser import NEEDS_BROWSER, PAGE_LIMIT_S, browser
 
 from app.handlers import Demo
 from pipeline.core.keypoints import J
 
-CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-PAGE_LIMIT_S = 180  # a bound against a hang (a busy machine renders slowly), not a speed check
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
-                       reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"),
-]
+pytestmark = NEEDS_BROWSER
 
 
 def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (requirements.txt)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,1250"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(DRIVER)), options=opts)
+    return browser("1300,1250")
 
 
 def _wait(what: str, check, driver):

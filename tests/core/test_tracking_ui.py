@@ -10,27 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
+from support.browser import NEEDS_BROWSER, PAGE_LIMIT_S, browser
+from support.mlflow_server import mlflow_server
 
 from pipeline.core.config import TrackingConfig
 from pipeline.core.tracking import UI_VIEW, run_ui_url, start_run
-from support.mlflow_server import mlflow_server
 
-CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-PAGE_LIMIT_S = 180  # a bound against a hang (a busy machine renders slowly), not a speed check
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
-                       reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"),
-]
+pytestmark = NEEDS_BROWSER
 
 
 def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (requirements.txt)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,800"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(DRIVER)), options=opts)
+    return browser("1400,800")
 
 
 def _wait_for_text(driver, texts: tuple[str, ...]) -> str:
