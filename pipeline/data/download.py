@@ -105,10 +105,14 @@ def _gather_folder(cfg: DataConfig, spec: FolderDataset, dataset: Path, archive:
     """A user's folder of people (data.folder.path, or data.archive / `archive` holding it)
     copied into `dataset` as <person>/<image> (pipeline.datasets.folder), swapped in once
     checked; errors name the user's folder, CSV or archive."""
+    from_archive = archive is not None or cfg.archive is not None
+    if not from_archive and cfg.folder.path is None:
+        raise DatasetError("data.folder.path: not set; point it at your folder of people "
+                           "(DIR/<person>/<image>) or set data.archive to an archive of it")
     dataset.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dataset.name}.new-", dir=dataset.parent))
     try:
-        if archive is not None or cfg.archive is not None:
+        if from_archive:
             fetched = fetch_archive(cfg, spec, archive, progress=progress)
             extract.safe_extract(fetched.path, tmp / "archive", skip=extract.skip_litter)
             src = spec.find_root(tmp / "archive")
@@ -117,12 +121,9 @@ def _gather_folder(cfg: DataConfig, spec: FolderDataset, dataset: Path, archive:
             except DatasetError as exc:  # name the archive, not the throwaway folder
                 raise DatasetError(str(exc).replace(str(tmp / "archive"), f"{fetched.path}:")) from exc
             origin = {"archive": str(fetched.path), "checksum": fetched.checksum}
-        elif cfg.folder.path is not None:
+        else:
             src = Path(cfg.folder.path)
             people, origin = spec.gather(src), {"folder": str(src)}
-        else:
-            raise DatasetError("data.folder.path: not set; point it at your folder of people "
-                               "(DIR/<person>/<image>) or set data.archive to an archive of it")
         out = tmp / "people"
         for person, file, rel in people[["person", "file", "path"]].itertuples(index=False):
             (out / person).mkdir(parents=True, exist_ok=True)
