@@ -17,9 +17,10 @@ folder.yaml): a user's own photos have no canonical annotations.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,7 +143,7 @@ def held_out(persons: Sequence[str], test_persons: float, seed: int) -> set[str]
     persons = sorted(persons)
     n = len(persons)
     if test_persons < 1:
-        count = max(1, int(round(test_persons * n)))
+        count = max(1, round(test_persons * n))
     elif float(test_persons).is_integer():
         count = int(test_persons)
     else:
@@ -166,7 +167,7 @@ class FolderDataset(Dataset):
     test_persons: float = 0.2
     seed: int = 0
 
-    def configured(self, data: Any, seed: int = 0) -> "FolderDataset":
+    def configured(self, data: Any, seed: int = 0) -> FolderDataset:
         folder = data.folder
         return replace(self, persons_csv=folder.persons, test_persons=folder.test_persons, seed=seed)
 

@@ -10,6 +10,7 @@ import zipfile
 import pandas as pd
 import pytest
 import yaml
+from support.folder_people import make_flat, make_people
 
 from pipeline.core.config import ConfigError, DataConfig, FolderConfig, Params, load_params
 from pipeline.data.download import prepare_dataset
@@ -18,7 +19,6 @@ from pipeline.datasets.base import DatasetError
 from pipeline.datasets.registry import get
 from stages import download as download_stage
 from stages import params as params_stage
-from support.folder_people import make_flat, make_people
 
 H, W = 64, 32
 PEOPLE = {"alice": 3, "bob": 2, "carol": 2, "dan": 3, "eve": 2}
@@ -168,8 +168,8 @@ def test_the_download_stage_says_it_in_one_line_and_exits_2(tmp_path, capsys):
                                                 "dataset_summary": str(tmp_path / "s.json")}}))
     assert download_stage.main(["--params", str(params)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"download: error: {root}: person 'alice' has only one image (1 such person(s)); "
-                   f"pairs need two images of a person"]
+    assert err == [(f"download: error: {root}: person 'alice' has only one image (1 such person(s)); "
+                    f"pairs need two images of a person")]
     params.write_text(yaml.safe_dump({"data": {"source": "folder"},
                                       "paths": {"dataset": str(tmp_path / "d2")}}))
     assert download_stage.main(["--params", str(params)]) == 2

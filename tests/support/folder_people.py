@@ -2,8 +2,8 @@
 written as DIR/<person>/<image>, or flat with a CSV name,person_id."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import cv2
 
