@@ -3,7 +3,8 @@
     python -m stages.download [--params params.yaml] [--archive PATH] [--out DIR] [--manifest FILE]
 
 data.source market1501 downloads (or takes --archive / data.archive), verifies and safely
-extracts Market-1501; data.source synthetic generates the offline stand-in.
+extracts Market-1501 (deepfashion likewise); folder copies a folder of people
+(data.folder.path, or an archive of it); synthetic generates the offline stand-in.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _main(argv: list[str] | None = None) -> int:
     except (DownloadError, ArchiveError, DatasetError, ValueError) as exc:
         sys.exit(f"download: {exc}")
     counts = info["counts"]
-    if info["source"] != "synthetic" and not info["checksum_verified"]:
+    if info.get("checksum_verified") is False:
         print(f"note: data.checksum is null; archive {info['checksum']} "
               f"(set data.checksum to pin it)")
     splits = ", ".join(f"{s} {n}" for s, n in counts["per_split"].items())

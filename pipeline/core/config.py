@@ -63,8 +63,17 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class FolderConfig:
+    """data.source folder: a user's own folder of people (pipeline/datasets/folder.py)."""
+
+    path: str | None = None     # DIR/<person>/<image>, or a flat DIR with `persons` (or data.archive)
+    persons: str | None = None  # CSV name,person_id naming the flat folder's images
+    test_persons: float = 0.2   # held-out persons: a fraction (< 1) or a count (>= 1)
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["market1501", "deepfashion", "synthetic"] = "synthetic"
+    source: Literal["market1501", "deepfashion", "folder", "synthetic"] = "synthetic"
     url: str | None = None        # null: the dataset's canonical archive (pipeline.datasets)
     checksum: str | None = None   # "algo:hex"; null with data.url: recorded, not checked
     archive: str | None = None
@@ -75,6 +84,7 @@ class DataConfig:
     timeout: float = 60.0
     retries: int = 5
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    folder: FolderConfig = field(default_factory=FolderConfig)
 
 
 @dataclass(frozen=True)
@@ -361,7 +371,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "image.height": (8, 4096), "image.width": (8, 4096),
     "data.timeout": (0.001, None), "data.retries": NON_NEGATIVE,
     "data.synthetic.train_ids": POSITIVE, "data.synthetic.test_ids": POSITIVE,
-    "data.synthetic.images_per_id": (2, None),
+    "data.synthetic.images_per_id": (2, None), "data.folder.test_persons": (1e-6, None),
     "pose.imgsz": (32, 4096), "pose.conf": FRACTION, "pose.kpt_conf": FRACTION, "pose.batch": POSITIVE,
     "heatmaps.sigma": (1e-6, None), "heatmaps.chunk": POSITIVE,
     "pairs.max_pairs_per_id": POSITIVE, "pairs.test_pairs_per_id": POSITIVE,

@@ -5,8 +5,9 @@ through gdown, an HTML page instead of the archive rejected with one line), or t
 data.archive; the dataset (pipeline.datasets) names its archive, URL and checksum.
 
 prepare_dataset() is the download stage's whole job: archive (download or local copy) ->
-safe extraction (pipeline.data.extract) -> manifest (pipeline.data.manifest); or, for the synthetic
-source, pipeline.datasets.synthetic.generate into the same layout.
+safe extraction (pipeline.data.extract) -> manifest (pipeline.data.manifest); for the folder
+source, a user's folder of people (or an archive of it) copied in as <person>/<image>; for
+the synthetic source, pipeline.datasets.synthetic.generate into Market's layout.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from pipeline.core.fetch import (  # noqa: F401 (re-exported: the stage's errors
 from pipeline.data import extract
 from pipeline.data import manifest as manifest_mod
 from pipeline.datasets import registry
-from pipeline.datasets.base import Dataset
+from pipeline.datasets.base import Dataset, DatasetError
+from pipeline.datasets.folder import FolderDataset
 
 
 # --------------------------------------------------------------------------- the archive
@@ -75,11 +77,13 @@ def prepare_dataset(params: Params, dataset: Path, manifest_path: Path,
     """
     dataset, manifest_path = Path(dataset), Path(manifest_path)
     cfg = params.data
-    spec = registry.get(cfg.source).configured(cfg)
-    if cfg.source != "synthetic":
+    spec = registry.get(cfg.source).configured(cfg, params.seed)
+    if cfg.source == "folder":
+        info: dict[str, Any] = {"source": "folder", **_gather_folder(cfg, spec, dataset, archive, progress)}
+    elif cfg.source != "synthetic":
         fetched = fetch_archive(cfg, spec, archive, progress=progress)
         extract.extract_dataset(fetched.path, dataset, spec)
-        info: dict[str, Any] = {
+        info = {
             "source": cfg.source,
             "url": None if archive is not None or cfg.archive is not None else source_of(cfg, spec)[0],
             "archive": str(fetched.path),
@@ -94,6 +98,42 @@ def prepare_dataset(params: Params, dataset: Path, manifest_path: Path,
     summary_path = Path(summary_path) if summary_path else manifest_mod.sidecar_path(manifest_path)
     manifest_mod.write_sidecar(summary_path, info)
     return info
+
+
+def _gather_folder(cfg: DataConfig, spec: FolderDataset, dataset: Path, archive: str | Path | None,
+                   progress: bool) -> dict[str, Any]:
+    """A user's folder of people (data.folder.path, or data.archive / `archive` holding it)
+    copied into `dataset` as <person>/<image> (pipeline.datasets.folder), swapped in once
+    checked; errors name the user's folder, CSV or archive."""
+    from_archive = archive is not None or cfg.archive is not None
+    if not from_archive and cfg.folder.path is None:
+        raise DatasetError("data.folder.path: not set; point it at your folder of people "
+                           "(DIR/<person>/<image>) or set data.archive to an archive of it")
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset.name}.new-", dir=dataset.parent))
+    try:
+        if from_archive:
+            fetched = fetch_archive(cfg, spec, archive, progress=progress)
+            extract.safe_extract(fetched.path, tmp / "archive", skip=extract.skip_litter)
+            src = spec.find_root(tmp / "archive")
+            try:
+                people = spec.gather(src)
+            except DatasetError as exc:  # name the archive, not the throwaway folder
+                raise DatasetError(str(exc).replace(str(tmp / "archive"), f"{fetched.path}:")) from exc
+            origin = {"archive": str(fetched.path), "checksum": fetched.checksum}
+        else:
+            src = Path(cfg.folder.path)
+            people, origin = spec.gather(src), {"folder": str(src)}
+        out = tmp / "people"
+        for person, file, rel in people[["person", "file", "path"]].itertuples(index=False):
+            (out / person).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, out / person / file)
+        spec.check_layout(out)
+        extract.replace_dir(out, dataset)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**origin, "persons": cfg.folder.persons, "test_persons": cfg.folder.test_persons,
+            "people": int(people["person"].nunique())}
 
 
 def _synthesise(params: Params, dataset: Path) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def _write(members: list[Member], root: Path, open_member: Callable[[Member], ob
     return count
 
 
-def _skip_litter(parts: tuple[str, ...]) -> bool:
+def skip_litter(parts: tuple[str, ...]) -> bool:
     return any(is_ignored(p) for p in parts)
 
 
@@ -164,7 +164,7 @@ def extract_dataset(archive: Path, target: Path, dataset: Dataset = MARKET1501) 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     try:
-        safe_extract(archive, tmp, skip=_skip_litter)
+        safe_extract(archive, tmp, skip=skip_litter)
         try:
             root = dataset.find_root(tmp)
             counts = dataset.check_layout(root)

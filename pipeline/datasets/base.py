@@ -66,9 +66,10 @@ class Dataset(ABC):
         """The join key between image files and annotation/pair entries (string Series)."""
         return pd.Series(list(map(str, names)), dtype="string")
 
-    def configured(self, data: Any) -> "Dataset":
-        """This dataset with the user's data.* settings applied (DataConfig; e.g.
-        DeepFashion's split lists). Datasets without such settings return themselves."""
+    def configured(self, data: Any, seed: int = 0) -> "Dataset":
+        """This dataset with the user's data.* settings (DataConfig; e.g. DeepFashion's
+        split lists) and the params seed (a folder's held-out persons) applied. Datasets
+        without such settings return themselves."""
         return self
 
     # ------------------------------------------------------------------ layout

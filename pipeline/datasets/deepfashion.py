@@ -107,7 +107,7 @@ class DeepFashion(Dataset):
         return pd.DataFrame({"person_id": pid, "camera": parts[4].astype("int64").to_numpy(),
                              "item_id": pid * 100 + parts[3].astype("int64").to_numpy()})
 
-    def configured(self, data: Any) -> "DeepFashion":
+    def configured(self, data: Any, seed: int = 0) -> "DeepFashion":
         lists = tuple(getattr(data, "split_lists", ()) or ())
         return replace(self, split_of=read_split_lists(lists)) if lists else self
 

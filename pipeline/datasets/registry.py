@@ -5,6 +5,7 @@ import dataclasses
 
 from pipeline.datasets.base import Dataset, DatasetError
 from pipeline.datasets.deepfashion import DEEPFASHION
+from pipeline.datasets.folder import FOLDER
 from pipeline.datasets.market1501 import MARKET1501
 
 # The offline quickstart set: rendered people in Market-1501's layout and naming (its
@@ -12,7 +13,7 @@ from pipeline.datasets.market1501 import MARKET1501
 SYNTHETIC = dataclasses.replace(MARKET1501, name="synthetic", title="synthetic (Market-1501 layout)",
                                 download=None)
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (MARKET1501, DEEPFASHION, SYNTHETIC)}
+DATASETS: dict[str, Dataset] = {d.name: d for d in (MARKET1501, DEEPFASHION, FOLDER, SYNTHETIC)}
 
 
 def get(name: str) -> Dataset:

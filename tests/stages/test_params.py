@@ -11,7 +11,7 @@ import yaml
 from pipeline.core.config import ModelConfig, Params, TrainConfig, load_params
 from stages import params as params_stage
 
-DATASETS = ("synthetic", "market1501")
+DATASETS = ("synthetic", "market1501", "folder")
 MODES = ("paper", "plus")
 
 
