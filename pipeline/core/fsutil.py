@@ -1,10 +1,13 @@
 """File-system helpers shared by every stage: streamed digests, the one atomic file write
-(and its JSON / text forms) and atomic folder swaps."""
+(and its JSON / text forms), atomic folder swaps and their scratch folders, and the lock
+that keeps two writers out of one folder."""
 from __future__ import annotations
 
 import hashlib
 import json
+import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,7 +82,7 @@ def replace_dir(new: Path, target: Path) -> None:
     new, target = Path(new), Path(target)
     old = None
     if target.exists() or target.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = scratch_dir(target, "old")
         old.rmdir()
         target.rename(old)
     try:
@@ -93,3 +96,45 @@ def replace_dir(new: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)  # the new folder is in place already
         else:
             old.unlink()
+
+
+# --------------------------------------------------------------------------- scratch folders
+
+SCRATCH_KINDS = ("new", "old", "tmp")
+
+
+def scratch_dir(target: str | Path, kind: str = "new") -> Path:
+    """A fresh hidden folder beside `target` for building (or setting aside) its next version:
+    .<name>.<kind>-<pid>-<random>. The pid lets a later run tell a folder left by a killed
+    process (removed here first, by remove_stale_scratch) from one still being built."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+
+
+def remove_stale_scratch(target: str | Path) -> list[Path]:
+    """Delete the scratch folders of `target` whose process is gone (a kill during a download,
+    an extraction or a heatmap build leaves one, a whole dataset big); returns them."""
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:{'|'.join(SCRATCH_KINDS)})-(?:(\d+)-)?")
+    removed = []
+    for entry in target.parent.glob(f".{target.name}.*-*") if target.parent.is_dir() else ():
+        m = pattern.match(entry.name)
+        if m is None or (m.group(1) and _alive(int(m.group(1)))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a name without a pid, from older versions, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM  # exists, owned by someone else
+    return True
