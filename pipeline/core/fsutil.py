@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import errno
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def file_digest(path: str | Path, algo: str = "sha256") -> str:
@@ -138,3 +139,38 @@ def _alive(pid: int) -> bool:
     except OSError as exc:
         return exc.errno == errno.EPERM  # exists, owned by someone else
     return True
+
+
+# --------------------------------------------------------------------------- the folder lock
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder's lock (a user error: two runs on one folder)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, user: str) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if needed) for `user` (e.g. "train") while
+    the block runs: <folder>/.<user>.lock, locked with fcntl.flock, its holder's pid inside.
+    A second holder gets FolderBusy at once (one line naming the folder and the pid) instead
+    of waiting or writing over the first one's files. The kernel drops the lock when the
+    process ends, however it ends, so a killed run never leaves the folder locked; the
+    file itself stays (removing it would race with a process opening it)."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{user}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderBusy(f"{folder}: in use by another {user} (pid {holder}; lock {path}); "
+                             f"wait for it or give another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
