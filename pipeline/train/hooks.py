@@ -73,8 +73,10 @@ class ProgressLog:
             self._window = now
             if s1 > s0:
                 speed["images_per_sec"] = (i1 - i0) / (s1 - s0)
-        self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in means.items() if k in ("g_total", "d")},
-                              **{"img/s": f"{v:.1f}" for v in speed.values()}})
+        postfix = {k: f"{v:.3g}" for k, v in means.items() if k in ("g_total", "d")}
+        if speed:
+            postfix["img/s"] = f"{speed['images_per_sec']:.1f}"
+        self.bar.set_postfix(postfix)
         self.tracker.log_metrics({**{f"loss/{k}": v for k, v in means.items()}, **speed}, step=state.step)
 
     def close(self) -> None:

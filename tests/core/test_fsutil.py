@@ -49,13 +49,13 @@ def test_folder_lock_refuses_a_second_holder_and_frees_with_the_process(tmp_path
     folder = tmp_path / "models"
     with folder_lock(folder, "train") as lock:
         assert lock.read_text() == f"{os.getpid()}\n"
-        with pytest.raises(FolderBusy, match=rf"models: in use by another train \(pid {os.getpid()}; "):
-            with folder_lock(folder, "train"):
-                pass
+        busy = pytest.raises(FolderBusy, match=rf"models: in use by another train \(pid {os.getpid()}; ")
+        with busy, folder_lock(folder, "train"):
+            pass
     # A holder killed with SIGKILL leaves the file but not the lock.
     code = ("import os, signal, sys; from pipeline.core.fsutil import folder_lock; "
             "folder_lock(sys.argv[1], 'train').__enter__(); os.kill(os.getpid(), signal.SIGKILL)")
-    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     with folder_lock(folder, "train") as lock:

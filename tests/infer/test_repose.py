@@ -191,8 +191,8 @@ def test_absurd_infinite_and_empty_poses_are_one_line(setup, pose_model, tmp_pat
     photos = setup[0]
     kp = load_people([photos[3]], pose_model, (128, 64), "target")[0].keypoints.tolist()
     cases = {
-        "far": ({"keypoints": kp[:1] + [[1e9, 40.0]] + kp[2:]}, r"far\.json: pose 'keypoints' joint 1 at "
-                                                                r"\(1e\+09, 40\) lies far outside the 64x128 frame"),
+        "far": ({"keypoints": kp[:1] + [[1e9, 40.0]] + kp[2:]},
+                (r"far\.json: pose 'keypoints' joint 1 at \(1e\+09, 40\) lies far outside the 64x128 frame")),
         "inf": ({"a": kp[:3] + [[float("inf"), 5.0]] + kp[4:]}, r"inf\.json: pose 'a' joint 3 is not a finite"),
         "empty": ({"width": 64, "height": 128}, r"empty\.json: no poses in the file"),
     }
