@@ -1,14 +1,18 @@
 """File-system helpers shared by every stage: streamed digests, the one atomic file write
-(and its JSON / text forms) and atomic folder swaps."""
+(and its JSON / text forms), atomic folder swaps and their scratch folders, and the lock
+that keeps two writers out of one folder."""
 from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def file_digest(path: str | Path, algo: str = "sha256") -> str:
@@ -79,7 +83,7 @@ def replace_dir(new: Path, target: Path) -> None:
     new, target = Path(new), Path(target)
     old = None
     if target.exists() or target.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = scratch_dir(target, "old")
         old.rmdir()
         target.rename(old)
     try:
@@ -93,3 +97,80 @@ def replace_dir(new: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)  # the new folder is in place already
         else:
             old.unlink()
+
+
+# --------------------------------------------------------------------------- scratch folders
+
+SCRATCH_KINDS = ("new", "old", "tmp")
+
+
+def scratch_dir(target: str | Path, kind: str = "new") -> Path:
+    """A fresh hidden folder beside `target` for building (or setting aside) its next version:
+    .<name>.<kind>-<pid>-<random>. The pid lets a later run tell a folder left by a killed
+    process (removed here first, by remove_stale_scratch) from one still being built."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+
+
+def remove_stale_scratch(target: str | Path) -> list[Path]:
+    """Delete the scratch folders of `target` whose process is gone (a kill during a download,
+    an extraction or a heatmap build leaves one, a whole dataset big); returns them."""
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:{'|'.join(SCRATCH_KINDS)})-(?:(\d+)-)?")
+    removed = []
+    for entry in target.parent.glob(f".{target.name}.*-*") if target.parent.is_dir() else ():
+        m = pattern.match(entry.name)
+        if m is None or (m.group(1) and _alive(int(m.group(1)))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (a name without a pid, from older versions, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM  # exists, owned by someone else
+    return True
+
+
+# --------------------------------------------------------------------------- the folder lock
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder's lock (a user error: two runs on one folder)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, user: str) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if needed) for `user` (e.g. "train") while
+    the block runs: <folder>/.<user>.lock, locked with fcntl.flock, its holder's pid inside.
+    A second holder gets FolderBusy at once (one line naming the folder and the pid) instead
+    of waiting or writing over the first one's files. The kernel drops the lock when the
+    process ends, however it ends, so a killed run never leaves the folder locked; the
+    file itself stays (removing it would race with a process opening it)."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{user}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderBusy(f"{folder}: in use by another {user} (pid {holder}; lock {path}); "
+                             f"wait for it or give another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock

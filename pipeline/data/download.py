@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import DataConfig, Params, to_dict
+from pipeline.core.fsutil import scratch_dir
 from pipeline.core.fetch import (  # noqa: F401 (re-exported: the stage's errors and results)
     ChecksumError,
     DownloadError,
@@ -141,7 +141,7 @@ def _synthesise(params: Params, dataset: Path) -> dict[str, Any]:
     from pipeline.datasets import synthetic  # lazy: only this source needs it
 
     dataset.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset.name}.new-", dir=dataset.parent))
+    tmp = scratch_dir(dataset)  # sweeps folders left by a killed run first
     try:
         stats = synthetic.generate(tmp, params.data.synthetic, params.image.height,
                                    params.image.width, params.seed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Callable, Iterator
 
 from pipeline.datasets.base import Dataset, DatasetError, is_ignored
 from pipeline.datasets.market1501 import MARKET1501
-from pipeline.core.fsutil import replace_dir
+from pipeline.core.fsutil import replace_dir, scratch_dir
 
 
 class ArchiveError(ValueError):
@@ -162,7 +161,7 @@ def extract_dataset(archive: Path, target: Path, dataset: Dataset = MARKET1501) 
     """
     archive, target = Path(archive), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    tmp = scratch_dir(target)  # sweeps folders left by a killed run first
     try:
         safe_extract(archive, tmp, skip=skip_litter)
         try:

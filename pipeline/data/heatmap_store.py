@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.core.fsutil import replace_dir
+from pipeline.core.fsutil import replace_dir, scratch_dir
 from pipeline.data.heatmaps import (
     ArrayLike, render_heatmaps_exact, render_heatmaps_quantised, render_heatmaps_uint8,
 )
@@ -94,7 +93,7 @@ def write_heatmap_store(
         raise ValueError(f"heatmaps.values must be one of {sorted(RENDERERS)}, got {values!r}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = scratch_dir(path, "tmp")  # sweeps folders left by a killed run first
     try:
         n = len(names)
         mm = np.lib.format.open_memmap(tmp / KEYPOINTS_FILE, mode="w+", dtype=np.float32,

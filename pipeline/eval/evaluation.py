@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -42,7 +43,7 @@ import pandas as pd
 import torch
 
 from pipeline.core.config import EvaluateConfig, PathsConfig, TrackingConfig
-from pipeline.core.fsutil import write_json
+from pipeline.core.fsutil import replace_dir, scratch_dir, write_json
 from pipeline.eval.samples import (  # one uint8 rule for PNGs and validation
     GRID_TITLES, first_per_identity, pair_identities, real_to_uint8, sample_grid, to_uint8,
 )
@@ -104,6 +105,10 @@ def generate_test_images(
 ) -> pd.DataFrame:
     """Generate every pair of `dataset` (a PairDataset) -> PNGs in out_dir; table (from, to, file).
 
+    out_dir ends up holding exactly this run's images: they are written into a scratch folder
+    beside it that replaces it at the end (no stale images of a larger earlier run; an
+    interrupted run leaves the old folder whole).
+
     on_batch(batch, generated uint8 [B, H, W, 3]) is called for each batch (the CPU batch
     from the loader), e.g. to score it while it is in memory. The first `max_pairs` pairs
     are used (all when None). amp_dtype: autocast dtype (None: float32); uint8: the
@@ -114,26 +119,29 @@ def generate_test_images(
 
     from pipeline.data.pair_dataset import collate_pairs
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final, out_dir = Path(out_dir), scratch_dir(out_dir)
     device = torch.device(device)
     n = len(dataset) if max_pairs is None else min(int(max_pairs), len(dataset))
     loader = DataLoader(dataset, batch_size=max(int(batch_size), 1), sampler=range(n),
                         collate_fn=collate_pairs, num_workers=num_workers)
     generator.eval()
     rows = []
-    for batch in loader:
-        b = {k: batch[k].to(device) for k in GEN_KEYS}
-        with _autocast(device, amp_dtype):
-            fake = run_generator(generator, b).image
-        gen = to_uint8(fake, uint8)
-        for img, a, bn in zip(gen, batch["name_a"], batch["name_b"]):
-            name = pair_file(a, bn)
-            if not cv2.imwrite(str(out_dir / name), np.ascontiguousarray(img[:, :, ::-1])):
-                raise OSError(f"{out_dir / name}: cannot write image")
-            rows.append((a, bn, name))
-        if on_batch is not None:
-            on_batch(batch, gen)
+    try:
+        for batch in loader:
+            b = {k: batch[k].to(device) for k in GEN_KEYS}
+            with _autocast(device, amp_dtype):
+                fake = run_generator(generator, b).image
+            gen = to_uint8(fake, uint8)
+            for img, a, bn in zip(gen, batch["name_a"], batch["name_b"]):
+                name = pair_file(a, bn)
+                if not cv2.imwrite(str(out_dir / name), np.ascontiguousarray(img[:, :, ::-1])):
+                    raise OSError(f"{final / name}: cannot write image")
+                rows.append((a, bn, name))
+            if on_batch is not None:
+                on_batch(batch, gen)
+        replace_dir(out_dir, final)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)  # gone already when swapped in
     return pd.DataFrame(rows, columns=["from", "to", "file"])
 
 
@@ -393,6 +401,7 @@ def evaluate_model(
             dataset.frame[0], dataset.frame[1] - 1, dataset.frame[2], dataset.frame[3] - 1,
             image.height, image.width)
     grid_path = None
+    (out_dir / GRID_FILE).unlink(missing_ok=True)  # an earlier run's grid must not pass for this one's
     if len(g["xa"]):
         from pipeline.data.preview import with_titles, write_png
 

@@ -1,7 +1,7 @@
 """Inference: re-pose a person photo into one or more target poses with a trained generator.
 
     python -m pipeline.infer.repose --source PERSON.jpg --pose TARGET \
-        --model models/generator.pt --out OUT.png|OUTDIR [--gif OUT.gif]
+        --model models/generator.pt --out OUT.png|OUT.jpg|OUTDIR [--gif OUT.gif]
         [--pose-weights yolo11n-pose.pt|FILE] [--device auto] [--sigma 6] [--margin 0.1]
 
 TARGET may be
@@ -17,10 +17,12 @@ TARGET may be
 Both the source and every target image are cropped to the model's aspect ratio around the
 detected person (box grown by `margin` of its height), except images that already have that
 aspect ratio (within ASPECT_TOLERANCE), which are taken whole: they are person crops like the
-training data. One image in -> one PNG (at the model resolution) out, named after the target.
+training data. One image in -> one image (at the model resolution) out: --out itself when it
+is named like an image (.png, .jpg, ...), else a PNG in the folder --out named after the target.
 
-A source or target without both shoulders and both hips (the pairs-stage `usable` rule), an
-image with no person, or an unreadable file raises ReposeError naming the file; main() then
+A source or target without both shoulders and both hips (the pairs-stage `usable` rule), a
+joint that is not finite or lies far outside its frame, an empty pose, an image with no
+person, or an unreadable file raises ReposeError naming the file; main() then
 exits with status 2. ultralytics is imported lazily (only when a pose model is needed).
 
 As a library (the web demo, app/, and bench/bench_demo.py): `Reposer.load(model, pose_model)`
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import struct
 import sys
 from dataclasses import dataclass
@@ -52,6 +55,7 @@ ASPECT_TOLERANCE = 0.1  # relative aspect-ratio difference under which an image 
 CANONICAL_HW = (128, 64)  # frame of the canonical Market-1501 annotation CSVs
 DEFAULT_SIGMA = 6.0
 GIF_FRAME_MS = 250
+FRAME_SLACK = 0.5  # a joint may lie this fraction of the frame outside it; farther is a bad pose
 MAX_PIXELS = 50_000_000  # decoded-size cap of one input photo: a 48/50 MP phone photo, 150 MB as BGR
 
 
@@ -102,6 +106,8 @@ def _parse_joints(value, source: str, label: str) -> np.ndarray:
             raise ReposeError(f"{source}: pose {label!r} joint {j} is not [x, y]: {joint!r}") from None
         if len(vals) not in (2, 3):
             raise ReposeError(f"{source}: pose {label!r} joint {j} is not [x, y] or [x, y, c]: {joint!r}")
+        if not all(math.isfinite(v) for v in vals):
+            raise ReposeError(f"{source}: pose {label!r} joint {j} is not a finite [x, y]: {joint!r}")
         if len(vals) == 3 and vals[2] <= 0:
             continue
         out[j] = vals[:2]
@@ -119,6 +125,20 @@ def _frame_scale(obj: dict, source: str, height: int, width: int) -> np.ndarray:
             raise ReposeError(f"{source}: 'width' and 'height' must be positive")
         return np.array([width / fw, height / fh], np.float32)
     return np.ones(2, np.float32)
+
+
+def check_in_frame(kp: np.ndarray, height: int, width: int, source: str, label: str) -> np.ndarray:
+    """kp [18, 2] at height x width, returned unchanged; ReposeError when a present joint lies
+    more than FRAME_SLACK of the frame outside it (1e9, or a pose given in another frame
+    without its "width"/"height"): the heatmaps and part warps would be nonsense."""
+    ok = present(kp)
+    limit = np.array([width, height], np.float64) * (1 + FRAME_SLACK)
+    far = ok & ((kp > limit).any(axis=-1) | ~np.isfinite(kp).all(axis=-1))
+    if far.any():
+        j = int(np.flatnonzero(far)[0])
+        raise ReposeError(f"{source}: pose {label!r} joint {j} at ({kp[j, 0]:.6g}, {kp[j, 1]:.6g}) lies far "
+                          f"outside the {width}x{height} frame (give the pose's own 'width' and 'height')")
+    return kp
 
 
 def _scaled(kp: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -144,7 +164,8 @@ def read_pose_file(path: str | Path, height: int, width: int) -> list[tuple[str,
         if not names:
             raise ReposeError(f"{path}: no poses in the file")
         scale = np.array([width / CANONICAL_HW[1], height / CANONICAL_HW[0]], np.float32)
-        return [(Path(n).stem, _scaled(k, scale)) for n, k in zip(names, kp)]
+        return [(Path(n).stem, check_in_frame(_scaled(k, scale), height, width, str(path), Path(n).stem))
+                for n, k in zip(names, kp)]
     try:
         obj = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -163,9 +184,13 @@ def parse_poses(obj, source: str, height: int, width: int, name: str = "pose"
         raise ReposeError(f"{source}: expected a JSON object with 'keypoints' or named poses")
     scale = _frame_scale(obj, source, height, width)
     if "keypoints" in obj:
-        return [(name, _scaled(_parse_joints(obj["keypoints"], source, "keypoints"), scale))]
-    poses = {k: v for k, v in obj.items() if k not in ("width", "height")}
-    return [(Path(k).stem, _scaled(_parse_joints(v, source, k), scale)) for k, v in poses.items()]
+        named = [(name, "keypoints", obj["keypoints"])]
+    else:
+        named = [(Path(k).stem, k, v) for k, v in obj.items() if k not in ("width", "height")]
+    if not named:
+        raise ReposeError(f"{source}: no poses in the file (only 'width' and 'height')")
+    return [(n, check_in_frame(_scaled(_parse_joints(v, source, label), scale), height, width, source, label))
+            for n, label, v in named]
 
 
 # --------------------------------------------------------------------------- detection
@@ -320,19 +345,23 @@ def write_gif(frames: Sequence[np.ndarray], path: str | Path, duration_ms: int =
 
 
 def write_png(image: np.ndarray, path: str | Path) -> Path:
+    """uint8 [H, W, 3] RGB to `path`, in the format its suffix names (PNG unless an
+    IMAGE_SUFFIXES one says otherwise; JPEG at quality 95)."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    Image.fromarray(np.ascontiguousarray(image)).save(path, **({"quality": 95} if jpeg else {}))
     return path
 
 
 def output_paths(names: Sequence[str], out: str | Path) -> list[Path]:
-    """One PNG per target: `out` itself for a single target and a *.png `out`, else
-    out/<name>.png. Several targets need a folder."""
+    """One image per target: `out` itself for a single target and an `out` named like an
+    image (IMAGE_SUFFIXES: x.png, x.jpg, ...), else out/<name>.png. Several targets need a
+    folder."""
     out = Path(out)
-    if out.suffix.lower() == ".png":
+    if out.suffix.lower() in IMAGE_SUFFIXES:
         if len(names) != 1:
             raise ReposeError(f"{out}: {len(names)} target poses need an output folder, not a file")
         return [out]
@@ -411,9 +440,15 @@ class Reposer:
         return people_from_images(images, labels, self.pose_model, self.hw, what, self.margin)
 
     def generate(self, source: Person, targets: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """float32 [T, 18, 2] target poses (model resolution) -> uint8 [T, H, W, 3] RGB."""
-        return generate(self.G, source, np.asarray(targets, np.float32).reshape(-1, NUM_JOINTS, 2),
-                        self.sigma, self.device, batch_size)
+        """float32 [T, 18, 2] target poses (model resolution) -> uint8 [T, H, W, 3] RGB.
+        No target, or a target without a single joint, is a ReposeError (nothing to draw from)."""
+        kp = np.asarray(targets, np.float32).reshape(-1, NUM_JOINTS, 2)
+        if not len(kp):
+            raise ReposeError("no target poses to generate")
+        empty = np.flatnonzero(~present(kp).any(axis=-1))
+        if len(empty):
+            raise ReposeError(f"target pose {int(empty[0])} is empty (no joints); nothing to draw from")
+        return generate(self.G, source, kp, self.sigma, self.device, batch_size)
 
 
 def repose(
@@ -465,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--source", required=True, help="photo of the person to re-pose")
     ap.add_argument("--pose", required=True, help="target pose: image, folder of images, .json or .csv")
     ap.add_argument("--model", default="models/generator.pt", help="generator file (save_generator)")
-    ap.add_argument("--out", required=True, help="output PNG (one target) or folder")
+    ap.add_argument("--out", required=True, help="output image (one target: .png, .jpg, ...) or folder")
     ap.add_argument("--gif", default=None, help="also write the sequence as an animated GIF")
     ap.add_argument("--pose-weights", default="yolo11n-pose.pt",
                     help="YOLO pose weights: a weights name (pipeline/core/weights.py) or a local file")

@@ -51,7 +51,9 @@ class ProgressLog:
         self.tc, self.tracker = params.train, tracker
         self.bar = tqdm(total=self.tc.steps, initial=state.step, disable=not show, desc="train",
                         unit="step", dynamic_ncols=True, mininterval=1.0)
-        self._window = self._mark(state.timing)
+        # Set after the first step of this process: the clock starts with the loop, and the
+        # first window must not span set-up time it never counted (~2e9 images/s at a resume).
+        self._window: tuple[float, int] | None = None
 
     @staticmethod
     def _mark(t: Timing) -> tuple[float, int]:
@@ -59,16 +61,23 @@ class ProgressLog:
 
     def after_step(self, state: RunState) -> None:
         self.bar.update(1)
+        first, now = self._window is None, self._mark(state.timing)
+        if first:
+            self._window = now
         if not _every(state.step, self.tc.log_every, self.tc.steps):
             return
-        (s0, i0), (s1, i1) = self._window, self._mark(state.timing)
-        self._window = (s1, i1)
-        ips = (i1 - i0) / max(s1 - s0, 1e-9)
         means = state.history.mean_last(self.tc.log_every)
-        self.bar.set_postfix({**{k: f"{v:.3g}" for k, v in means.items() if k in ("g_total", "d")},
-                              "img/s": f"{ips:.1f}"})
-        self.tracker.log_metrics({**{f"loss/{k}": v for k, v in means.items()},
-                                  "images_per_sec": ips}, step=state.step)
+        speed: dict[str, float] = {}
+        if not first:  # images/s from the first completed interval on
+            (s0, i0), (s1, i1) = self._window, now
+            self._window = now
+            if s1 > s0:
+                speed["images_per_sec"] = (i1 - i0) / (s1 - s0)
+        postfix = {k: f"{v:.3g}" for k, v in means.items() if k in ("g_total", "d")}
+        if speed:
+            postfix["img/s"] = f"{speed['images_per_sec']:.1f}"
+        self.bar.set_postfix(postfix)
+        self.tracker.log_metrics({**{f"loss/{k}": v for k, v in means.items()}, **speed}, step=state.step)
 
     def close(self) -> None:
         self.bar.close()
@@ -104,8 +113,9 @@ class SampleLog:
 class ValidationHook:
     """Validate, record and keep the best generator (rank 0; `vset` None = no validation).
 
-    best.pt belongs to the run: a fresh run removes an older one before it trains; a
-    resumed run whose best.pt has gone (e.g. removed by hand) picks it afresh."""
+    best.pt belongs to the run: a fresh run replaces an older one at its first validation
+    (or at its end without one), never before, so a fresh run that fails early loses nothing;
+    a resumed run whose best.pt has gone (e.g. removed by hand) picks it afresh."""
 
     def __init__(self, params: Params, paths: PathsConfig, vset: ValidationSet | None,
                  tracker: Any, G: Any, setup: DeviceSetup, state: RunState, *, main: bool,
@@ -116,9 +126,7 @@ class ValidationHook:
         self.best_path = Path(paths.models) / BEST_FILE
         if not main:
             return
-        if not resumed:
-            self.best_path.unlink(missing_ok=True)
-        elif state.best.step is not None and not self.best_path.is_file():
+        if resumed and state.best.step is not None and not self.best_path.is_file():
             warnings.warn(f"{self.best_path}: missing; the best model is chosen afresh", stacklevel=2)
             state.best.value = state.best.step = None
         if resumed and vset is not None:

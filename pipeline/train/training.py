@@ -19,6 +19,7 @@ grids. images/s counts generator-update images: train.batch_size per process per
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import Params, PathsConfig
-from pipeline.core.fsutil import write_json
+from pipeline.core.fsutil import folder_lock, write_json
 from pipeline.core.device import DeviceSetup, DistInfo, dist_from_env, distributed, setup_device
 from pipeline.train.gan_trainer import build_trainer
 from pipeline.train.loss_history import write_plots
@@ -138,10 +139,16 @@ def train(
         `paths`); validation always reads the test pairs of paths.pairs.
     track: log to MLflow (rank 0 only).
     Runs under torchrun as DistributedDataParallel (batch_size is per process).
+    Rank 0 holds <models>/.train.lock throughout: another training on that folder gets
+    FolderBusy (one line, exit 2 in the stage).
     """
     paths = paths or params.paths
     setup = setup_device(params.train.device, params.train.amp)
-    with distributed(setup.device, dist_from_env()) as info:
+    env = dist_from_env()
+    # Rank 0 owns the models folder: a second training on it (outside DVC, whose own lock
+    # covers `dvc repro`) stops with one line instead of rotating away this one's checkpoints.
+    owner = folder_lock(paths.models, "train") if env.rank == 0 else contextlib.nullcontext()
+    with owner, distributed(setup.device, env) as info:
         return _train(params, paths, setup, info, resume, stop_after, dataset, track, progress)
 
 

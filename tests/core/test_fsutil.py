@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +37,26 @@ def test_replace_dir_puts_the_old_target_back_when_the_swap_fails(tmp_path):
         replace_dir(tmp_path / "gone", target)
     assert (target / "f").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
+def test_folder_lock_refuses_a_second_holder_and_frees_with_the_process(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.core.fsutil import FolderBusy, folder_lock
+
+    folder = tmp_path / "models"
+    with folder_lock(folder, "train") as lock:
+        assert lock.read_text() == f"{os.getpid()}\n"
+        busy = pytest.raises(FolderBusy, match=rf"models: in use by another train \(pid {os.getpid()}; ")
+        with busy, folder_lock(folder, "train"):
+            pass
+    # A holder killed with SIGKILL leaves the file but not the lock.
+    code = ("import os, signal, sys; from pipeline.core.fsutil import folder_lock; "
+            "folder_lock(sys.argv[1], 'train').__enter__(); os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with folder_lock(folder, "train") as lock:
+        assert lock.read_text() == f"{os.getpid()}\n"

@@ -248,3 +248,37 @@ def test_local_html_archive_rejected(tmp_path):
     with pytest.raises(dl.DownloadError, match=r"data\.archive\) is an HTML page"):
         dl.prepare_dataset(params, tmp_path / "ds", tmp_path / "m.parquet", progress=False)
     assert not (tmp_path / "ds").exists()
+
+
+def _killed_mid_build(target: Path) -> Path:
+    """A real process that starts the next version of `target` and is killed (SIGKILL) there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys; from pipeline.core.fsutil import scratch_dir; "
+            "d = scratch_dir(sys.argv[1]); (d / 'half.jpg').write_bytes(b'x' * 1000); print(d, flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == -signal.SIGKILL
+    left = Path(proc.stdout.strip())
+    assert left.is_dir() and left.name.startswith(f".{target.name}.new-")
+    return left
+
+
+def test_next_run_removes_folders_left_by_a_killed_download(tmp_path):
+    archive = make_market_zip(tmp_path / "Market.zip")
+    out = tmp_path / "ds"
+    killed = _killed_mid_build(out)
+    older = tmp_path / ".ds.old-x1y2z3"  # an older version's name, without a pid
+    older.mkdir()
+    live = tmp_path / f".ds.new-{__import__('os').getpid()}-abc"  # a build still running here
+    live.mkdir()
+    pfile = write_params(tmp_path / "params.yaml", Params())
+    assert stage.main(["--params", str(pfile), "--archive", str(archive), "--out", str(out),
+                       "--summary", str(tmp_path / "m.json"), "--manifest", str(tmp_path / "m.parquet")]) == 0
+    assert not killed.exists() and not older.exists()
+    assert live.is_dir()  # its process is alive: not ours to remove
+    assert (out / "query").is_dir()

@@ -332,3 +332,12 @@ def test_truncating_rule_is_used_for_the_pngs_and_written_in_the_details(tiny, t
     r = np.stack([np.asarray(Image.open(f)) for f in files]).astype(int)
     t = np.stack([np.asarray(Image.open(tmp_path / "t" / "eval" / "images" / f.name)) for f in files])
     assert ((r - t) >= 0).all() and ((r - t) <= 1).all() and (r != t).any()
+
+
+def test_a_smaller_rerun_into_the_same_folder_leaves_only_its_own_images(tiny, tmp_path):
+    _, full = _evaluate(tiny, tmp_path)
+    images = tmp_path / "eval" / "images"
+    assert len(full) > 2 and len(list(images.glob("*.png"))) == len(full)
+    _, small = _evaluate(tiny, tmp_path, max_pairs=2)
+    assert sorted(p.name for p in images.iterdir()) == sorted(small["file"])  # no stale images
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir() if p.name.startswith(".")) == []

@@ -175,3 +175,41 @@ def test_a_file_that_is_no_generator_is_one_line(setup, tmp_path):
     assert "\n" not in msg and msg.startswith(f"{garbage}: not a generator checkpoint"), msg
     with pytest.raises(ReposeError, match="checkpoint not found"):
         Reposer.load(tmp_path / "absent.pt", None, "cpu")
+
+
+def test_out_named_like_a_jpeg_is_that_jpeg(setup, pose_model, tmp_path):
+    photos = setup[0]
+    kp = load_people([photos[3]], pose_model, (128, 64), "target")[0].keypoints
+    target = tmp_path / "walk.json"
+    target.write_text(json.dumps({"keypoints": kp.tolist()}))
+    out = tmp_path / "x.jpg"
+    assert _run(setup, photos[0], target, out) == [out]
+    assert out.is_file() and Image.open(out).format == "JPEG" and Image.open(out).size == (64, 128)
+
+
+def test_absurd_infinite_and_empty_poses_are_one_line(setup, pose_model, tmp_path, capsys):
+    photos = setup[0]
+    kp = load_people([photos[3]], pose_model, (128, 64), "target")[0].keypoints.tolist()
+    cases = {
+        "far": ({"keypoints": kp[:1] + [[1e9, 40.0]] + kp[2:]},
+                (r"far\.json: pose 'keypoints' joint 1 at \(1e\+09, 40\) lies far outside the 64x128 frame")),
+        "inf": ({"a": kp[:3] + [[float("inf"), 5.0]] + kp[4:]}, r"inf\.json: pose 'a' joint 3 is not a finite"),
+        "empty": ({"width": 64, "height": 128}, r"empty\.json: no poses in the file"),
+    }
+    for name, (obj, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(obj))  # inf is written as Infinity, which json reads back
+        with pytest.raises(ReposeError, match=message):
+            _run(setup, photos[0], path, tmp_path / "o.png")
+        code = main(["--source", str(photos[0]), "--pose", str(path), "--model", str(setup[2]),
+                     "--out", str(tmp_path / "o.png"), "--pose-weights", setup[1], "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"{name}.json" in err, err
+    assert not (tmp_path / "o.png").exists()
+    # The library refuses an empty pose too (the demo calls it with edited poses).
+    r = Reposer.load(setup[2], pose_model, "cpu")
+    src = r.people([read_image(photos[0])], ["a.jpg"], "source")[0]
+    with pytest.raises(ReposeError, match="target pose 1 is empty"):
+        r.generate(src, np.stack([np.asarray(kp, np.float32), np.full((18, 2), -1, np.float32)]))
+    with pytest.raises(ReposeError, match="no target poses"):
+        r.generate(src, np.zeros((0, 18, 2), np.float32))

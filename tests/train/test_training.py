@@ -131,3 +131,42 @@ def test_fingerprint_follows_run_settings_and_training_data(tiny: PathsConfig,
     table["nose_x"] += 1.0
     table.to_parquet(tiny.keypoints, index=False)
     assert run_fingerprint(params, tiny) != base
+
+
+def test_a_second_training_on_one_models_folder_stops_with_one_line(tiny: PathsConfig, tmp_path: Path,
+                                                                    capsys) -> None:
+    """Two `stages.train` outside DVC: the second one meets the first's lock and exits 2 with
+    one line, leaving the first (a real process, still training) alone."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from pipeline.core.config import to_dict
+    from stages.train import main
+
+    raw = to_dict(tiny_params(steps=100_000, checkpoint_every=100_000, log_every=1000))
+    raw["paths"] = {**raw["paths"], **to_dict(tiny)}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    root = Path(__file__).resolve().parents[2]
+    first = subprocess.Popen([sys.executable, "-m", "stages.train", "--params", str(params_file),
+                              "--no-tracking", "--quiet"], cwd=root, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)})
+    lock = Path(tiny.models) / ".train.lock"
+    try:
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the first training never took the lock"
+            time.sleep(0.2)
+        assert main(["--params", str(params_file), "--no-tracking", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"train: error: {tiny.models}: in use by another train (pid {first.pid}; lock {lock}); "
+                       "wait for it or give another folder\n")
+        assert first.poll() is None  # still training
+    finally:
+        first.kill()
+        first.wait()
