@@ -109,8 +109,7 @@ def _gather_folder(cfg: DataConfig, spec: FolderDataset, dataset: Path, archive:
     if not from_archive and cfg.folder.path is None:
         raise DatasetError("data.folder.path: not set; point it at your folder of people "
                            "(DIR/<person>/<image>) or set data.archive to an archive of it")
-    dataset.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset.name}.new-", dir=dataset.parent))
+    tmp = scratch_dir(dataset)  # sweeps folders left by a killed run first
     try:
         if from_archive:
             fetched = fetch_archive(cfg, spec, archive, progress=progress)
