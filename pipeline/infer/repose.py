@@ -1,6 +1,6 @@
 """Inference: re-pose a person photo into one or more target poses with a trained generator.
 
-    python -m pipeline.infer.repose --source PERSON.jpg --pose TARGET \
+    python -m stages.repose --source PERSON.jpg --pose TARGET \
         --model models/generator.pt --out OUT.png|OUT.jpg|OUTDIR [--gif OUT.gif]
         [--pose-weights yolo11n-pose.pt|FILE] [--device auto] [--sigma 6] [--margin 0.1]
 
@@ -33,11 +33,9 @@ already decoded.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -493,34 +491,3 @@ def repose(
 
 
 # --------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.infer.repose", description=__doc__.split("\n")[0])
-    ap.add_argument("--source", required=True, help="photo of the person to re-pose")
-    ap.add_argument("--pose", required=True, help="target pose: image, folder of images, .json or .csv")
-    ap.add_argument("--model", default="models/generator.pt", help="generator file (save_generator)")
-    ap.add_argument("--out", required=True, help="output image (one target: .png, .jpg, ...) or folder")
-    ap.add_argument("--gif", default=None, help="also write the sequence as an animated GIF")
-    ap.add_argument("--pose-weights", default="yolo11n-pose.pt",
-                    help="YOLO pose weights: a weights name (pipeline/core/weights.py) or a local file")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    ap.add_argument("--sigma", type=float, default=DEFAULT_SIGMA,
-                    help="heatmap sigma (px) when the checkpoint does not record one")
-    ap.add_argument("--margin", type=float, default=0.1, help="crop margin, fraction of the person height")
-    args = ap.parse_args(argv)
-    try:
-        paths = repose(args.source, args.pose, args.model, args.out, args.gif, args.pose_weights,
-                       args.device, args.sigma, args.margin)
-    except ReposeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for p in paths:
-        print(p)
-    if args.gif:
-        print(args.gif)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,8 @@ from pipeline.model.checkpoint import save_generator
 from pipeline.core.config import ImageConfig, ModelConfig
 from pipeline.core.keypoints import J, write_annotation_csv
 from pipeline.model.generator import Generator
-from pipeline.infer.repose import (DEFAULT_SIGMA, Reposer, ReposeError, load_people, main, read_image,
+from stages.repose import main
+from pipeline.infer.repose import (DEFAULT_SIGMA, Reposer, ReposeError, load_people, read_image,
                                    read_pose_file, repose)
 
 SAMPLE = "data/market1501-sample"
