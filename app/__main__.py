@@ -138,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_environment()
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Python leaves SIGINT ignored when the parent started us with it ignored (a background
+    # job of a shell, nohup): Ctrl-C / SIGINT must still stop the server and clean up.
+    signal.signal(signal.SIGINT, _interrupt)
     with tempfile.TemporaryDirectory(prefix="deformable-gan-demo-") as tmp:
         try:
             code = serve(args, Path(tmp))
