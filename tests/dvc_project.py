@@ -18,6 +18,14 @@ COPY = ("pipeline", "stages", "conf", "dvc.yaml", "params.yaml", ".dvc/config", 
 # `dvc exp show --drop` pattern of the README: the dependency-hash columns (code, data, models).
 # `dvc exp show --drop`: the bookkeeping columns, the load-dependent throughput and the
 # dependency hashes (README, "Experiments and MLflow").
+# A two-step training and an offline evaluation without weights: the settings a DVC
+# end-to-end test adds to its tiny dataset and widths.
+TWO_STEP_RUN: dict[str, Any] = {
+    "train.steps": 2, "train.num_workers": 0, "train.checkpoint_every": 2, "train.log_every": 1,
+    "train.sample_every": 2, "train.val_every": 0, "evaluate.batch_size": 4,
+    "evaluate.download": False, "evaluate.inception_weights": None,
+    "evaluate.lpips_weights": None, "evaluate.pose_weights": None,
+}
 EXP_SHOW_DROP = "Created|State|Executor|images_per_sec|^(pipeline|stages|data|models)/"
 
 

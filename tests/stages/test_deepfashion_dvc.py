@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED
-from dvc_project import dvc, make_project, stages_run
+from dvc_project import TWO_STEP_RUN, dvc, make_project, stages_run
 from support.deepfashion_files import make_deepfashion, same_item_pairs
 
 pytestmark = pytest.mark.slow
@@ -40,18 +40,8 @@ def test_deepfashion_paper_config_end_to_end(tmp_path):
         "model.encoder_widths": [8, 8, 8, 16, 16, 16, 16],
         "model.decoder_widths": [16, 16, 16, 16, 8, 8],
         "model.disc_widths": [8, 16, 16],
-        "train.steps": 2,
-        "train.num_workers": 0,
-        "train.checkpoint_every": 2,
-        "train.log_every": 1,
-        "train.sample_every": 2,
-        "train.val_every": 0,
-        "evaluate.batch_size": 4,
-        "evaluate.download": False,
-        "evaluate.inception_weights": None,
-        "evaluate.lpips_weights": None,
         **loss_settings(),
-        "evaluate.pose_weights": None,
+        **TWO_STEP_RUN,
     }
     proj = make_project(tmp_path / "proj", settings, {"dataset": "deepfashion", "mode": "paper"})
     out = dvc("repro", cwd=proj)

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 from conftest import shared_path
-from dvc_project import dvc, make_project, stages_run
+from dvc_project import TWO_STEP_RUN, dvc, make_project, stages_run
 from support.folder_people import make_people
 
 pytestmark = pytest.mark.slow
@@ -32,19 +32,9 @@ def test_a_folder_of_people_trains_and_evaluates(tmp_path):
         "model.disc_widths": [8, 16, 16],
         "loss.nn_weight": 0.0,
         "loss.l1_weight": 1.0,
-        "train.steps": 2,
         "train.batch_size": 2,
-        "train.num_workers": 0,
         "train.amp": False,
-        "train.checkpoint_every": 2,
-        "train.log_every": 1,
-        "train.sample_every": 2,
-        "train.val_every": 0,
-        "evaluate.batch_size": 4,
-        "evaluate.download": False,
-        "evaluate.inception_weights": None,
-        "evaluate.lpips_weights": None,
-        "evaluate.pose_weights": None,
+        **TWO_STEP_RUN,
     }
     proj = make_project(tmp_path / "proj", settings, {"dataset": "folder"})
     out = dvc("repro", cwd=proj)
