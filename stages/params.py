@@ -9,11 +9,13 @@ params for a plain `dvc repro`. --check only reports whether the files are up to
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.core.config import Params, load_params, to_dict
+from pipeline.core.config import ConfigError, Params, load_params, to_dict
+from stages.cli import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -29,11 +31,26 @@ def base_yaml() -> str:
 
 
 def compose(out: Path, overrides: list[str]) -> None:
-    """Write the composition of conf/ with `overrides` to `out`, as DVC does."""
+    """Write the composition of conf/ with `overrides` to `out`, as DVC does; `out` is
+    replaced only by a valid Params (unknown keys, types, ranges), never left half-written."""
     from dvc.utils.hydra import compose_and_dump
+    from hydra.errors import HydraException
 
-    compose_and_dump(out, str(CONF), None, "config", str(ROOT), overrides)
-    load_params(out)  # the composition must be a valid Params (unknown keys, types)
+    from pipeline.core.fsutil import atomic_write
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            made = Path(folder) / out.name  # DVC picks the format by the name's suffix
+            try:
+                compose_and_dump(made, str(CONF), None, "config", str(ROOT), overrides)
+                load_params(made)
+            except ConfigError as exc:  # name the setting, not the scratch file
+                raise ConfigError(str(exc).replace(f"{made}: ", "")) from None
+            except HydraException as exc:
+                raise ConfigError(_one_line(str(exc))) from None
+            shutil.copyfile(made, tmp)
+
+    atomic_write(out, write)
 
 
 def composed(*overrides: str) -> Params:
@@ -44,7 +61,22 @@ def composed(*overrides: str) -> Params:
         return load_params(out)
 
 
+def _one_line(message: str) -> str:
+    """Hydra's multi-line error as one line: the error, then the options it lists, if any."""
+    lines = message.splitlines()
+    if "Available options" not in message:
+        return lines[0]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+    options = [line.strip() for line in lines[start + 1:] if line.startswith("\t")]
+    stop = next((i for i, o in enumerate(options) if "=" in o), len(options))  # search path
+    return f"{lines[0]} (available: {', '.join(options[:stop])})"
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_stage("params", _params, argv)
+
+
+def _params(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.params", description=__doc__.split("\n\n")[0])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=market1501 mode=paper")
     ap.add_argument("-o", "--out", default=str(ROOT / "params.yaml"), help="output (default: params.yaml)")

@@ -226,6 +226,12 @@ class EvaluateConfig:
     # Images [-1, 1] -> uint8 before scoring: round (ours); truncate, the original's test.py
     # (255 * ((x + 1) / 2)).astype(uint8), for the generated images and the real ones alike.
     uint8: Literal["round", "truncate"] = "round"
+    # The benchmark's image frame (height, width): only the canvas's centred region of this
+    # aspect is scored, the generated images, the targets and FID's real set alike.
+    # DeepFashion [256, 176]: the later papers' images, columns 40..215 of the 256x256
+    # canvas, whether the archive holds the canvases or the cut images. null = every pixel
+    # that is image (padding is always cut off).
+    frame: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -385,6 +391,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.checkpoint_every": POSITIVE, "train.log_every": POSITIVE, "train.sample_every": POSITIVE,
     "train.val_every": NON_NEGATIVE, "train.val_pairs": POSITIVE,
     "evaluate.batch_size": POSITIVE, "evaluate.max_pairs": POSITIVE, "evaluate.grid_pairs": NON_NEGATIVE,
+    "evaluate.frame": POSITIVE,
 }
 
 

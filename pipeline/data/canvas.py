@@ -9,7 +9,8 @@
 
 Everything that brings pixels or keypoints to model size goes through here, so images,
 heatmaps and keypoints always agree. scored_frame() is the inverse for evaluation: the
-canvas region that is the image itself, not padding.
+canvas region that is the image itself, not padding; aspect_frame() the region a benchmark
+scores (evaluate.frame), and canvas_image() what an image file looks like there.
 """
 from __future__ import annotations
 
@@ -82,3 +83,28 @@ def scored_frame(sizes: np.ndarray, height: int, width: int, fit: str = "resize"
     x0 = int(np.ceil(np.max(pad[:, 0] * width / padded[:, 0])))
     y0 = int(np.ceil(np.max(pad[:, 1] * height / padded[:, 1])))
     return y0, height - y0, x0, width - x0
+
+
+def aspect_frame(height: int, width: int, frame_hw: tuple[int, int] | None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the largest centred region of the height x width canvas with the
+    aspect of frame_hw (h, w); the whole canvas for None. DeepFashion's 256x176 frame on the
+    256x256 canvas -> (0, 256, 40, 216), what the later papers' images are."""
+    if not frame_hw:
+        return 0, height, 0, width
+    fh, fw = frame_hw
+    w, h = min(width, round(height * fw / fh)), min(height, round(width * fh / fw))
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    return y0, y0 + h, x0, x0 + w
+
+
+def intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The overlap of two (y0, y1, x0, x1) regions."""
+    return max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+
+
+def canvas_image(image: np.ndarray, height: int, width: int, fit: str,
+                 frame: tuple[int, int, int, int]) -> np.ndarray:
+    """uint8 [h, w, C] -> [y1 - y0, x1 - x0, C]: the image brought onto the canvas as the
+    model sees it (image_to_canvas), cut to the scored frame, as a generated image is scored."""
+    y0, y1, x0, x1 = frame
+    return np.ascontiguousarray(image_to_canvas(image, height, width, fit)[y0:y1, x0:x1])

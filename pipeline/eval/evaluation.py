@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import shutil
 import tempfile
@@ -44,6 +45,7 @@ import torch
 
 from pipeline.core.config import EvaluateConfig, PathsConfig, TrackingConfig
 from pipeline.core.fsutil import replace_dir, scratch_dir, write_json
+from pipeline.data import canvas
 from pipeline.eval.samples import (  # one uint8 rule for PNGs and validation
     GRID_TITLES, first_per_identity, pair_identities, real_to_uint8, sample_grid, to_uint8,
 )
@@ -185,14 +187,14 @@ def score_generated(
 
     models = models or Models(device=torch.device(device).type)
     ref = Scorer(models, batch_size=cfg.batch_size)
-    # Inception on 12,000 pairs dominates the cost: copy_source takes the model scorer's FID
-    # features of the real targets, the real scorer runs Inception on the targets once (as
-    # both sides); LPIPS of a target to itself is never reported, so it is not computed.
+    # Inception on 12,000 pairs dominates the cost: the targets go through it once, in the
+    # model scorer (added first each batch); copy_source and real take its outputs. LPIPS of
+    # a target to itself is never reported, so it is not computed.
     real_models = dataclasses.replace(models, lpips=None, lpips_info="not computed for the real targets")
     scorers = {
         "model": ref,
         "copy_source": Scorer(models, batch_size=cfg.batch_size, reference=ref),
-        "real": Scorer(real_models, batch_size=cfg.batch_size),
+        "real": Scorer(real_models, batch_size=cfg.batch_size, reference=ref),
     }
     grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
     n = len(dataset) if cfg.max_pairs is None else min(int(cfg.max_pairs), len(dataset))
@@ -389,9 +391,10 @@ def evaluate_model(
         set_tf32(amp_dtype is not None)  # float32 generation is true float32
     image = meta["image"]
     dataset = load_pair_dataset(paths, image.height, image.width, split="test", fit=image.fit)
+    dataset.frame = canvas.intersect(dataset.frame, canvas.aspect_frame(image.height, image.width, cfg.frame))
     out_dir = Path(out_dir)
-    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models,
-                                           protocol_set_for(cfg, paths, models, dev.type), amp_dtype)
+    protocols = protocol_set_for(cfg, paths, models, dev.type, image, dataset.frame)
+    summary, per_pair, g = score_generated(G, dataset, out_dir, cfg, dev, models, protocols, amp_dtype)
     summary["notes"].update(checkpoint=checkpoint, generator=str(generator_path),
                             generator_step=meta.get("step"), training_run_id=meta.get("run_id"),
                             precision=precision_name(amp_dtype), uint8=cfg.uint8,
@@ -415,22 +418,36 @@ def evaluate_model(
     return summary, per_pair
 
 
-def protocol_set_for(cfg: EvaluateConfig, paths: PathsConfig, models, device: str):
+def protocol_set_for(cfg: EvaluateConfig, paths: PathsConfig, models, device: str, image=None,
+                     frame: tuple[int, int, int, int] | None = None):
     """The ProtocolSet of evaluate.protocol (None for the 2018 protocol alone); its FID real
-    set: evaluate.fid_real, else the train split of the manifest."""
+    set: the folder evaluate.fid_real (images as they are), else the train split of the
+    manifest, each image brought onto the model's canvas (image: ImageConfig) and cut to the
+    scored frame, as the generated images are scored."""
     from pipeline.metrics import protocol_set
     from pipeline.metrics.scoring import Models
 
     if all(name == "defgan" for name in cfg.protocol):
         return None
+    read, read_id = protocol_set.read_rgb, ""
     if cfg.fid_real:
         files = protocol_set.folder_files(cfg.fid_real)
     else:
         files = protocol_set.manifest_train_files(paths.manifest, paths.dataset) or None
+        if image is not None:
+            frame = frame or (0, image.height, 0, image.width)
+            read = functools.partial(_canvas_read, height=image.height, width=image.width, fit=image.fit, frame=frame)
+            read_id = f"canvas {image.height}x{image.width} {image.fit}, frame {list(frame)}"
     models = models or Models(device=device)
     return protocol_set.ProtocolSet(cfg.protocol, protocol_set.nets_from_models(models), files,
                                     real_reason=f"{paths.manifest} has no train images",
-                                    cache_dir=cfg.fid_stats, batch_size=cfg.batch_size)
+                                    cache_dir=cfg.fid_stats, batch_size=cfg.batch_size, read=read, read_id=read_id)
+
+
+def _canvas_read(path: Path, height: int, width: int, fit: str, frame: tuple[int, int, int, int]) -> np.ndarray:
+    from pipeline.metrics.protocol_set import read_rgb
+
+    return canvas.canvas_image(read_rgb(path), height, width, fit, frame)
 
 
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:

@@ -53,24 +53,28 @@ class ProtocolSet:
     """One ProtocolScorer per protocol other than defgan; add() every batch, result() once."""
 
     def __init__(self, names: Sequence[str], nets: Nets, real_files: Sequence[Path] | None = None,
-                 real_reason: str = NO_REAL_SET, cache_dir: str | Path | None = None, batch_size: int = 32):
+                 real_reason: str = NO_REAL_SET, cache_dir: str | Path | None = None, batch_size: int = 32,
+                 read=read_rgb, read_id: str = ""):
+        """real_files: the FID real set, read with `read` (uint8 RGB [H, W, 3]; read_id names
+        what it does beyond decoding, for the statistics cache)."""
         self.recipes = [protocols.recipe(n) for n in names if n != protocols.BUILTIN]
         self.real = {"files": len(real_files or ()), "reason": real_reason}
-        self.scorers: dict[str, ProtocolScorer] = {}
-        for rec in self.recipes:
-            ref: Reference | str | None = None
-            if "fid" in rec.metrics and rec.fid_real == "train" and nets.imagenet is not None:
-                ref = real_reason if not real_files else protocols.reference_stats(
-                    real_files, rec, nets.imagenet, nets.imagenet_info, cache_dir, read=read_rgb,
-                    device=nets.device)
-            self.scorers[rec.name] = ProtocolScorer(rec, nets, ref, batch_size=batch_size)
+        with_real = [r for r in self.recipes if "fid" in r.metrics and r.fid_real == "train"]
+        refs: dict[str, Reference | str] = {}
+        if with_real and nets.imagenet is not None:
+            refs = dict.fromkeys((r.name for r in with_real), real_reason) if not real_files else \
+                protocols.reference_stats_for(real_files, with_real, nets.imagenet, nets.imagenet_info, cache_dir,
+                                              read=read, read_id=read_id, device=nets.device)
+        self.scorers: dict[str, ProtocolScorer] = {
+            rec.name: ProtocolScorer(rec, nets, refs.get(rec.name), batch_size=batch_size) for rec in self.recipes}
 
     def __bool__(self) -> bool:
         return bool(self.scorers)
 
     def add(self, real, generated, kp_target=None) -> None:
+        memo: dict = {}  # one batch: protocols that prepare the images alike share the work
         for s in self.scorers.values():
-            s.add(real, generated, kp_target)
+            s.add(real, generated, kp_target, memo)
 
     def result(self) -> dict[str, dict[str, Any]]:
         out = {}

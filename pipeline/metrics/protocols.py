@@ -205,30 +205,23 @@ def file_digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def reference_stats(
-    paths: Sequence[Path],
-    rec: Recipe,
-    net: torch.nn.Module,
-    net_id: str,
-    cache_dir: str | Path | None,
-    *,
-    read: Callable[[Path], np.ndarray],
-    chunk: int = 256,
-    device: str | torch.device = "cpu",
-) -> Reference:
-    """FID statistics of the real set (e.g. the training images), in the given order, read
-    with `read` (uint8 RGB), prepared as the recipe's FID prepares its real set. Cached as
-    <cache_dir>/fid-<key>.npz, key = the files (names and contents), the recipe's real-set
-    choices and net_id (which network / weights): a second evaluation reads the file and
-    runs no Inception pass."""
-    paths = [Path(p) for p in paths]
-    key = hashlib.sha256(json.dumps({"files": file_digest(paths), "recipe": rec.real_view(), "net": net_id},
-                                    sort_keys=True).encode()).hexdigest()[:24]
-    cache = Path(cache_dir) / f"fid-{key}.npz" if cache_dir else None
-    if cache is not None and cache.is_file():
-        with np.load(cache) as f:
-            return Reference(f["mu"], f["sigma"], int(f["n"]), cached=True)
-    n = kept(len(paths), rec.fid_batch)
+def prep_key(rec: Recipe, metric: str, role: Literal["generated", "target"], shape: Sequence[int]) -> tuple:
+    """What prepare() does to images of shape [B, H, W, 3] for this metric: equal keys give
+    equal images (a pad that changes nothing and a resize to the images' own size are no-ops),
+    so protocols that see the same images share one computation."""
+    h, w = int(shape[1]), int(shape[2])
+    pad = rec.pad_width if rec.pad_width and metric in rec.pad_metrics and w < rec.pad_width else None
+    how = rec.generated_resize if role == "generated" else rec.target_resize
+    size = None
+    if rec.size and metric in rec.resized_metrics and how != "none" and tuple(rec.size) != (h, pad or w):
+        size = (tuple(rec.size), how)
+    return pad, size
+
+
+def _real_features(paths: Sequence[Path], rec: Recipe, net: torch.nn.Module, read: Callable[[Path], np.ndarray],
+                   n: int, chunk: int, device: str | torch.device) -> np.ndarray:
+    """Inception features float64 [n, D] of the first n files, prepared as the recipe's FID
+    prepares its real set."""
     feats = []
     for s in range(0, n, chunk):
         part = np.stack([read(p) for p in paths[s:min(s + chunk, n)]])
@@ -236,16 +229,73 @@ def reference_stats(
                                               batch_size=rec.fid_batch or 64, device=device))
     if not feats:
         raise ValueError("the FID real set is empty")
-    mu, sigma = _stats(np.concatenate(feats))
-    if cache is not None:
-        from pipeline.core.fsutil import atomic_write
+    return np.concatenate(feats)
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:  # a handle: np.savez would append .npz to a name
-                np.savez(fh, mu=mu, sigma=sigma, n=n)
 
-        atomic_write(cache, write)
-    return Reference(mu, sigma, n)
+def reference_stats_for(
+    paths: Sequence[Path],
+    recs: Sequence[Recipe],
+    net: torch.nn.Module,
+    net_id: str,
+    cache_dir: str | Path | None,
+    *,
+    read: Callable[[Path], np.ndarray],
+    read_id: str = "",
+    chunk: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, Reference]:
+    """FID statistics of the real set (e.g. the training images) for each recipe, the files
+    in the given order, read with `read` (uint8 RGB; read_id names what it does beyond
+    decoding), prepared as each recipe's FID prepares its real set.
+
+    Cached as <cache_dir>/fid-<key>.npz, key = the files (names and contents), the recipe's
+    real-set choices, read_id and net_id (which network / weights): a second evaluation reads
+    the file and runs no Inception pass. Recipes whose real sets are the same images share
+    one Inception pass (their batch-drop rules only cut the features differently)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("the FID real set is empty")
+    digest = file_digest(paths)
+    out: dict[str, Reference] = {}
+    todo: dict[tuple, list[tuple[Recipe, Path | None]]] = {}
+    shape = None
+    for rec in recs:
+        key = hashlib.sha256(json.dumps({"files": digest, "recipe": rec.real_view(), "net": net_id,
+                                         **({"read": read_id} if read_id else {})},
+                                        sort_keys=True).encode()).hexdigest()[:24]
+        cache = Path(cache_dir) / f"fid-{key}.npz" if cache_dir else None
+        if cache is not None and cache.is_file():
+            with np.load(cache) as f:
+                out[rec.name] = Reference(f["mu"], f["sigma"], int(f["n"]), cached=True)
+            continue
+        shape = shape or (1, *read(paths[0]).shape)
+        todo.setdefault(prep_key(rec, "fid", "target", shape), []).append((rec, cache))
+    for group in todo.values():
+        n_max = max(kept(len(paths), rec.fid_batch) for rec, _ in group)
+        feats = _real_features(paths, group[0][0], net, read, n_max, chunk, device)
+        for rec, cache in group:
+            n = kept(len(paths), rec.fid_batch)
+            mu, sigma = _stats(feats[:n])
+            if cache is not None:
+                _write_stats(cache, mu, sigma, n)
+            out[rec.name] = Reference(mu, sigma, n)
+    return out
+
+
+def reference_stats(paths: Sequence[Path], rec: Recipe, net: torch.nn.Module, net_id: str,
+                    cache_dir: str | Path | None, **kwargs: Any) -> Reference:
+    """reference_stats_for one recipe."""
+    return reference_stats_for(paths, [rec], net, net_id, cache_dir, **kwargs)[rec.name]
+
+
+def _write_stats(cache: Path, mu: np.ndarray, sigma: np.ndarray, n: int) -> None:
+    from pipeline.core.fsutil import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.savez would append .npz to a name
+            np.savez(fh, mu=mu, sigma=sigma, n=n)
+
+    atomic_write(cache, write)
 
 
 def fid(reference: Reference, generated: np.ndarray) -> float:
@@ -289,34 +339,51 @@ class ProtocolScorer:
         self.logits: list[np.ndarray] = []
         self.errors: dict[str, str] = {}  # metric -> why it cannot be computed on these images
 
-    def add(self, real, generated, kp_target=None) -> None:
+    def add(self, real, generated, kp_target=None, memo: dict | None = None) -> None:
+        """One batch: uint8 [B, H, W, 3] targets and generated images, target keypoints
+        [B, 18, 2] or None. memo: shared by the protocols scoring this batch (ProtocolSet),
+        so a computation on the same prepared images runs once for all of them."""
         rec, nets = self.rec, self.nets
         real, generated = np.asarray(real), np.asarray(generated)
+        memo = {} if memo is None else memo
+        keys = {m: (prep_key(rec, m, "target", real.shape), prep_key(rec, m, "generated", generated.shape))
+                for m in rec.metrics}
         for metric in ("ssim", "ssim_256"):
             if metric in self.per_pair and metric not in self.errors:
-                r, g = (unit(prepare(x, rec, metric, role)) for x, role in ((real, "target"), (generated, "generated")))
                 try:
-                    self.per_pair[metric].append(self._ssim(metric, r, g))
+                    self.per_pair[metric].append(_once(memo, ("ssim", self._ssim_variant(metric), keys[metric]),
+                                                       lambda: self._ssim(metric, real, generated)))
                 except ValueError as exc:  # images smaller than the window (skimage refuses too)
                     self.errors[metric] = f"{rec.name} {metric}: {exc}"
         if "lpips" in self.per_pair and nets.lpips is not None:
-            r, g = (prepare(x, rec, "lpips", role) for x, role in ((real, "target"), (generated, "generated")))
-            self.per_pair["lpips"].append(self._lpips(r, g))
+            self.per_pair["lpips"].append(_once(memo, ("lpips", keys["lpips"]), lambda: self._lpips(
+                prepare(real, rec, "lpips", "target"), prepare(generated, rec, "lpips", "generated"))))
         if "mask_lpips" in self.per_pair and nets.lpips is not None and kp_target is not None:
-            m = masks.person_masks(np.asarray(kp_target)[..., :2], *real.shape[1:3]).numpy()
-            self.per_pair["mask_lpips"].append(self._lpips(real.astype(np.float32), generated.astype(np.float32), m))
+            def masked():
+                m = masks.person_masks(np.asarray(kp_target)[..., :2], *real.shape[1:3]).numpy()
+                return self._lpips(real.astype(np.float32), generated.astype(np.float32), m)
+            self.per_pair["mask_lpips"].append(_once(memo, ("mask_lpips",), masked))
         if "fid" in rec.metrics and nets.imagenet is not None:
-            g = unit(prepare(generated, rec, "fid", "generated"))
-            self.features.append(imagenet_inception.pool3(g, nets.imagenet, batch_size=self.batch_size, device=nets.device))
+            self.features.append(_once(memo, ("fid", keys["fid"][1]), lambda: imagenet_inception.pool3(
+                unit(prepare(generated, rec, "fid", "generated")), nets.imagenet, batch_size=self.batch_size,
+                device=nets.device)))
         if "is" in rec.metrics and nets.tf2015 is not None:
-            g = prepare(generated, rec, "is", "generated").astype(np.uint8)  # padding keeps uint8 values
-            self.logits.append(inception.inception_outputs(g, nets.tf2015, batch_size=self.batch_size, device=nets.device)[1])
+            self.logits.append(_once(memo, ("is", keys["is"][1]), lambda: inception.inception_outputs(
+                prepare(generated, rec, "is", "generated").astype(np.uint8),  # padding keeps uint8 values
+                nets.tf2015, batch_size=self.batch_size, device=nets.device)[1]))
 
-    def _ssim(self, metric: str, r: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def _ssim_variant(self, metric: str) -> tuple:
         if metric == "ssim" and not self.rec.ssim_is_2018:
-            return ssim.ssim_variant(r, g, sigma=None, win_size=self.rec.ssim_window, data_range=1.0, device=self.nets.device)
+            return "window", self.rec.ssim_window
+        return "gaussian", self.rec.ssim_sigma
+
+    def _ssim(self, metric: str, real: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        rec = self.rec
+        r, g = (unit(prepare(x, rec, metric, role)) for x, role in ((real, "target"), (generated, "generated")))
+        if metric == "ssim" and not rec.ssim_is_2018:
+            return ssim.ssim_variant(r, g, sigma=None, win_size=rec.ssim_window, data_range=1.0, device=self.nets.device)
         # The 2018 SSIM on img * 255.0 (float32 of the scripts' float32 / 255 images).
-        return ssim.ssim_variant(r * np.float32(255.0), g * np.float32(255.0), sigma=self.rec.ssim_sigma, device=self.nets.device)
+        return ssim.ssim_variant(r * np.float32(255.0), g * np.float32(255.0), sigma=rec.ssim_sigma, device=self.nets.device)
 
     @torch.no_grad()
     def _lpips(self, r: np.ndarray, g: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -375,6 +442,13 @@ class ProtocolScorer:
                 s["fid_reason"] = "FID needs at least 2 generated images"
             else:
                 s["fid"] = fid(self.reference, feats[:n])
+
+
+def _once(memo: dict, key: tuple, compute: Callable[[], Any]) -> Any:
+    """memo[key], computed on first use."""
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def describe() -> list[dict[str, Any]]:

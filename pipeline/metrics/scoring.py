@@ -154,7 +154,8 @@ class Scorer:
 
     reference: another Scorer that is given the same real targets (same batches, same order);
     FID then uses its real-target features instead of running Inception on them again.
-    Passing the real images themselves as `generated` (the same array) reuses their outputs.
+    Passing the real images themselves as `generated` (the same array) reuses their outputs,
+    also those of the reference when it was given the batch first.
     """
 
     def __init__(self, models: Models, *, batch_size: int = 32, real_pckh: bool = False,
@@ -168,6 +169,7 @@ class Scorer:
         self.logits: dict[str, list[np.ndarray]] = {"gen": [], "gen_masked": []}
         self.real_hits = [0, 0]
         self.had_keypoints = False
+        self.last_real: tuple[np.ndarray, np.ndarray] | None = None  # Inception outputs of the last targets
 
     def add(self, names: Sequence[str], real, generated, kp_target=None, *, generated_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         real, generated = np.asarray(real), np.asarray(generated)
@@ -180,8 +182,10 @@ class Scorer:
         if self.models.inception is not None:
             real_out = None
             if self.reference is None:
-                real_out = self._inception(real)
+                real_out = self.last_real = self._inception(real)
                 self.feats["real"].append(real_out[0])
+            elif generated is real:  # the reference scored these targets first (this batch)
+                real_out = self.reference.last_real
             f, lg = real_out if generated is real and real_out is not None else self._inception(generated)
             self.feats["gen"].append(f)
             self.logits["gen"].append(lg)

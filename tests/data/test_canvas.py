@@ -33,3 +33,25 @@ def test_pad_heightens_wide_images_and_rejects_unknown_fits():
     assert pads([[256, 128]], 256, 256, "pad").tolist() == [[0, 64]]
     with pytest.raises(ValueError, match="image.fit must be one of"):
         pads([[1, 1]], 8, 8, "crop")
+
+
+def test_aspect_frame_is_the_centred_region_of_that_aspect():
+    from pipeline.data.canvas import aspect_frame, intersect
+
+    assert aspect_frame(256, 256, (256, 176)) == (0, 256, 40, 216)  # DeepFashion's papers' frame
+    assert aspect_frame(64, 64, (256, 176)) == (0, 64, 10, 54)
+    assert aspect_frame(128, 64, None) == (0, 128, 0, 64)
+    assert aspect_frame(100, 100, (50, 100)) == (25, 75, 0, 100)  # a wider frame cuts rows
+    assert intersect((0, 256, 40, 216), (0, 256, 0, 256)) == (0, 256, 40, 216)
+
+
+def test_canvas_image_of_a_176_wide_image_and_of_its_canvas_agree():
+    from pipeline.data.canvas import canvas_image
+
+    rng = np.random.default_rng(0)
+    canvas = np.full((256, 256, 3), 255, np.uint8)
+    canvas[:, 40:216] = rng.integers(0, 255, (256, 176, 3), dtype=np.uint8)
+    frame = (0, 256, 40, 216)
+    cut = canvas_image(canvas, 256, 256, "pad", frame)
+    assert cut.shape == (256, 176, 3) and np.array_equal(cut, canvas[:, 40:216])
+    assert np.array_equal(canvas_image(canvas[:, 40:216], 256, 256, "pad", frame), cut)

@@ -141,8 +141,8 @@ def test_set_metrics_run_inception_once_per_image_set(tiny, tmp_path):
     models = Models(inception=net, inception_info="tiny", device="cpu")
     summary, per_pair = _evaluate(tiny, tmp_path, models=models, max_pairs=5)
     # model: targets, generated, masked generated; copy_source: sources, masked sources
-    # (FID reference shared); real: targets (both sides), masked targets.
-    assert net.images == 7 * len(per_pair) == 35
+    # (FID reference shared); real: masked targets (the targets' outputs are the model's).
+    assert net.images == 6 * len(per_pair) == 30
     for group in ("model", "copy_source"):
         assert summary[group]["fid"] > 0 and summary[group]["is"] >= 1 and summary[group]["mask_is"] >= 1
     assert summary["real"]["is"] >= 1 and summary["real"]["mask_is"] >= 1 and "fid" not in summary["real"]
@@ -290,7 +290,7 @@ def test_protocols_add_one_group_each_and_cache_the_training_set(tiny, tmp_path)
     cfg = dict(max_pairs=5, protocol=("defgan", "gfla-market", "dptn-market"), fid_stats=str(tmp_path / "stats"))
     summary, per_pair = _evaluate(tiny, tmp_path / "a", models=models, **cfg)
     train = 3  # build_eval_data: 1 train identity x 3 images, the FID real set (manifest's train split)
-    assert pool.images == train + 2 * 5  # real set once (shared cache file), generated per protocol
+    assert pool.images == train + 5  # real set once, generated once: both protocols see the same images
     for name in ("gfla-market", "dptn-market"):
         group = summary["protocols"][name]
         assert group["fid"] > 0 and group["fid_images"] == 5 and group["fid_real_images"] == train
@@ -301,9 +301,42 @@ def test_protocols_add_one_group_each_and_cache_the_training_set(tiny, tmp_path)
     assert metrics["ssim"] == summary["model"]["ssim"]  # the 2018 keys stay flat
     assert set(metrics["gfla-market"]) == {"fid", "fid_images", "fid_real_images", "ssim_256", "ssim_256_pairs"}
     again, _ = _evaluate(tiny, tmp_path / "b", models=models, **cfg)
-    assert pool.images == train + 4 * 5  # the second evaluation read the statistics from the cache
+    assert pool.images == train + 2 * 5  # the second evaluation read the statistics from the cache
     assert again["protocols"]["gfla-market"]["fid_real_cached"] is True
     assert again["protocols"]["gfla-market"]["fid"] == summary["protocols"]["gfla-market"]["fid"]
+
+
+def test_frame_cuts_generated_targets_and_the_fid_real_set_alike(tiny, tmp_path):
+    """evaluate.frame (DeepFashion's 256x176 on its 256x256 canvas; here 64x16 on 64x32):
+    every scored image is the centred frame, and FID's real set is each training image
+    brought onto the canvas (resized 128x64 -> 64x32) and cut the same way."""
+    import cv2
+
+    from pipeline.metrics.protocol_set import manifest_train_files, read_rgb
+    from pipeline.metrics.protocols import recipe, reference_stats_for
+    from pipeline.metrics.scoring import Models
+
+    pool = CountingPool().eval()
+    models = Models(imagenet_inception=pool, imagenet_inception_info="tiny", device="cpu")
+    stats = tmp_path / "stats"
+    summary, _ = _evaluate(tiny, tmp_path / "a", models=models, max_pairs=4, frame=(64, 16),
+                           protocol=("defgan", "gfla-market"), fid_stats=str(stats))
+    assert summary["notes"]["scored_frame"] == "rows 0..63, columns 8..23 of 64x32"
+    whole, _ = _evaluate(tiny, tmp_path / "b", max_pairs=4)
+    assert summary["model"]["ssim"] != pytest.approx(whole["model"]["ssim"], abs=1e-4)
+
+    root, dataset, files, _, _ = tiny
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for f in manifest_train_files(files["manifest"], dataset):  # by hand: resize, then cut
+        im = cv2.resize(read_rgb(f), (W, H), interpolation=cv2.INTER_AREA)[:, 8:24]
+        Image.fromarray(im).save(cut / f"{f.stem}.png")
+    want = reference_stats_for(sorted(cut.iterdir()), [recipe("gfla-market")], CountingPool().eval(), "tiny",
+                               None, read=read_rgb)["gfla-market"]
+    (cached,) = stats.glob("fid-*.npz")
+    with np.load(cached) as got:
+        np.testing.assert_allclose(got["mu"], want.mu, rtol=1e-6)
+        assert int(got["n"]) == want.n == 3
 
 
 def test_precision_follows_the_checkpoint_on_cuda_and_is_float32_on_cpu(monkeypatch):

@@ -122,18 +122,24 @@ def test_scorers_share_the_real_targets_inception_outputs():
     ref = Scorer(models)
     shared = Scorer(models, reference=ref)
     itself = Scorer(models)
+    targets_of_ref = Scorer(models, reference=ref)
     for s in (0, 3):
-        ref.add(list("abc"), real[s:s + 3], gen[s:s + 3], kp[s:s + 3])
-        shared.add(list("abc"), real[s:s + 3], gen[s:s + 3], kp[s:s + 3])
         batch = real[s:s + 3]
+        ref.add(list("abc"), batch, gen[s:s + 3], kp[s:s + 3])
+        shared.add(list("abc"), batch, gen[s:s + 3], kp[s:s + 3])
         itself.add(list("abc"), batch, batch, kp[s:s + 3])
-    # ref 3 passes, shared 2 (no real-target pass), itself 2 (targets once, as both sides)
-    assert net.images == 6 * 3 + 6 * 2 + 6 * 2
+        targets_of_ref.add(list("abc"), batch, batch, kp[s:s + 3])
+    # ref 3 passes, shared 2 (no real-target pass), itself 2 (targets once, as both sides),
+    # targets_of_ref 1 (masked targets; the targets' outputs are ref's)
+    assert net.images == 6 * 3 + 6 * 2 + 6 * 2 + 6 * 1
     got, _ = shared.result()
     for key in ("fid", "is", "mask_is"):
         assert got[key] == pytest.approx(expected[key], rel=1e-6)
     own, _ = itself.result()
     assert abs(own["fid"]) < 1e-5 and own["is"] >= 1.0
+    from_ref, _ = targets_of_ref.result()
+    for key in ("fid", "is", "mask_is"):
+        assert from_ref[key] == pytest.approx(own[key], rel=1e-6, abs=1e-6)
 
 
 def test_empty_scorer_reports_null_with_reasons():

@@ -1,8 +1,8 @@
 """End to end: `dvc repro` with dataset=deepfashion mode=paper on a tiny DeepFashion-shaped
-archive (the papers' flat 256x176 layout, real names, drawn people): lists, canonical-format
-annotations and the fixed test pairs from files, 176-wide images padded onto the white
-canvas, the paper's 7-level generator at tiny widths for two steps, evaluation on the
-image's own columns."""
+archive (the papers' flat 256x176 layout or the In-shop 256x256 canvases, real names, drawn
+people): lists, canonical-format annotations and the fixed test pairs from files, 176-wide
+images padded onto the white canvas, the paper's 7-level generator at tiny widths for two
+steps, evaluation on the papers' 176-wide frame whichever layout the archive has."""
 from __future__ import annotations
 
 import json
@@ -25,10 +25,11 @@ def loss_settings() -> dict:
     return {"loss.nn_weight": 0.0, "loss.l1_weight": 1.0}
 
 
-def test_deepfashion_paper_config_end_to_end(tmp_path):
+@pytest.mark.parametrize("layout, width", [("flat176", 176), ("inshop", 256)])
+def test_deepfashion_paper_config_end_to_end(tmp_path, layout, width):
     from pipeline.datasets.deepfashion import ANNOTATION_FILES, TEST_PAIRS_FILE
 
-    archive, ann = make_deepfashion(tmp_path, "flat176")
+    archive, ann = make_deepfashion(tmp_path, layout)
     settings = {
         "data.archive": str(archive),
         "data.split_lists": [str(ann / "train.lst"), str(ann / "test.lst")],
@@ -48,7 +49,7 @@ def test_deepfashion_paper_config_end_to_end(tmp_path):
     assert stages_run(out.stdout) == ["download", "pose", "heatmaps", "pairs", "train", "evaluate"]
 
     man = pd.read_parquet(proj / "data" / "manifest.parquet")
-    assert set(man["width"]) == {176} and man["item_id"].nunique() == 7
+    assert set(man["width"]) == {width} and man["item_id"].nunique() == 7
     pairs = pd.read_parquet(proj / "data" / "pairs.parquet")
     test = pairs[pairs["split"] == "test"]
     assert set(zip(test["from"], test["to"])) == set(same_item_pairs())
@@ -64,5 +65,6 @@ def test_deepfashion_paper_config_end_to_end(tmp_path):
     # group of its own; offline without the torchvision Inception their FID is null, with why.
     for name in ("patn-fashion", "gfla-fashion", "dptn-fashion", "pidm-fashion", "cfld-fashion"):
         assert name in details["protocols"], name
-    # 176 of 256 columns at 64x64: the padding (10 columns a side) is not scored.
+    # 176 of 256 columns at 64x64: the padding, or the canvas outside the papers' frame (10
+    # columns a side), is not scored.
     assert details["notes"]["scored_frame"] == "rows 0..63, columns 10..53 of 64x64"

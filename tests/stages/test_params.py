@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import yaml
 
-from pipeline.core.config import ModelConfig, Params, TrainConfig, load_params
+from pipeline.core.config import ConfigError, ModelConfig, Params, TrainConfig, load_params
 from stages import params as params_stage
 
 DATASETS = ("synthetic", "market1501", "folder")
@@ -70,5 +70,19 @@ def test_one_override_changes_one_line(tmp_path):
 
 
 def test_unknown_key_in_a_group_is_refused(tmp_path):
-    with pytest.raises(Exception, match="nn_wieght|not in struct|Could not override"):
+    with pytest.raises(ConfigError, match="Could not override 'loss.nn_wieght'"):
         params_stage.compose(tmp_path / "p.yaml", ["loss.nn_wieght=0.02"])
+
+
+@pytest.mark.parametrize("override, said", [
+    ("evaluate.frame=[0,3]", "params: error: evaluate.frame: 0 is out of range (allowed 1 .. inf)"),
+    ("dataset=nope", "Could not find 'dataset/nope' (available: deepfashion, folder, market1501, smoke, synthetic)"),
+    ("loss.nn_wieght=0.02", "Could not override 'loss.nn_wieght'"),
+])
+def test_a_bad_override_is_one_line_and_leaves_the_file(tmp_path, capsys, override, said):
+    out = tmp_path / "params.yaml"
+    out.write_text("kept\n")
+    assert params_stage.main(["-o", str(out), override]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out.read_text() == "kept\n" and [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
