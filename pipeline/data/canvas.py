@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.core.keypoints import present
 
 FITS = ("resize", "pad")
+WHOLE = (0, 1 << 30, 0, 1 << 30)  # a (y0, y1, x0, x1) frame that cuts nothing
 PAD_VALUE = 255  # white: the In-shop canvas colour
 
 
@@ -108,3 +109,17 @@ def canvas_image(image: np.ndarray, height: int, width: int, fit: str,
     model sees it (image_to_canvas), cut to the scored frame, as a generated image is scored."""
     y0, y1, x0, x1 = frame
     return np.ascontiguousarray(image_to_canvas(image, height, width, fit)[y0:y1, x0:x1])
+
+
+def cut(images: np.ndarray, frame: tuple[int, int, int, int]) -> np.ndarray:
+    """[B, H, W, C] -> [B, y1 - y0, x1 - x0, C], contiguous: the scored frame of a batch."""
+    y0, y1, x0, x1 = frame
+    return np.ascontiguousarray(np.asarray(images)[:, y0:y1, x0:x1])
+
+
+def keypoints_in_frame(kp: np.ndarray, frame: tuple[int, int, int, int]) -> np.ndarray:
+    """Canvas keypoints [B, 18, 2] (x, y) -> the frame's pixels; missing joints stay -1."""
+    kp = np.asarray(kp, np.float32)
+    out = kp - np.array([frame[2], frame[0]], np.float32)
+    out[(kp < 0).any(-1)] = -1.0
+    return out

@@ -201,17 +201,16 @@ def score_generated(
     wanted = first_per_identity(pair_identities(dataset, np.arange(n)), int(cfg.grid_pairs))
     seen = [0]  # pairs generated so far: the index of the batch's first pair
 
-    # Only the image's own pixels are scored: with image.fit pad (DeepFashion's 176-wide
-    # images on the 256x256 canvas) the white padding is cropped off every image first.
-    y0, y1, x0, x1 = getattr(dataset, "frame", None) or (0, None, 0, None)
+    # Only the scored frame (dataset.frame): with image.fit pad (DeepFashion's 176-wide
+    # images on the 256x256 canvas) the white padding, with evaluate.frame the canvas outside
+    # the benchmark's frame, is cut off every image first.
+    frame = getattr(dataset, "frame", None) or canvas.WHOLE
 
     def on_batch(batch: Mapping[str, Any], gen: np.ndarray) -> None:
-        real = real_to_uint8(batch["xb"], cfg.uint8)[:, y0:y1, x0:x1]
-        src = real_to_uint8(batch["xa"], cfg.uint8)[:, y0:y1, x0:x1]
-        gen = np.ascontiguousarray(gen[:, y0:y1, x0:x1])
-        real, src = np.ascontiguousarray(real), np.ascontiguousarray(src)
-        kp = batch["kpb"].numpy() - np.array([x0, y0], np.float32)
-        kp[(batch["kpb"].numpy() < 0).any(-1)] = -1.0
+        real = canvas.cut(real_to_uint8(batch["xb"], cfg.uint8), frame)
+        src = canvas.cut(real_to_uint8(batch["xa"], cfg.uint8), frame)
+        gen = canvas.cut(gen, frame)
+        kp = canvas.keypoints_in_frame(batch["kpb"].numpy(), frame)
         names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
         for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
             scorers[which].add(names, real, pred, kp)

@@ -6,8 +6,8 @@ replacement by numpy's Generator seeded with params.seed (its own generator: the
 RNG streams are never touched), in increasing order, so every validation of a run, and of
 every run with the same seed and pairs file, scores the same pairs.
 
-Scores (pipeline.metrics.scoring.score_batch, as the evaluate stage computes them): SSIM,
-mask-SSIM and masked L1 of the generated images (uint8, rounded as the evaluate stage
+Scores (pipeline.metrics.scoring.score_batch, as the evaluate stage computes them, on the
+same scored frame): SSIM, mask-SSIM and masked L1 of the generated images (uint8, rounded as the evaluate stage
 writes them) against the real targets, means over the pairs (NaN pairs, i.e. targets
 without keypoints, left out as evaluate leaves them out). PCKh is optional (validate's
 `models` with a detector) and off in the loop: it needs ultralytics and the YOLO pose weights
@@ -58,6 +58,7 @@ class ValidationSet:
     indices: np.ndarray    # int64 [V], the fixed subset
     batch_size: int = BATCH
     uint8: str = "round"   # evaluate.uint8: validation scores what evaluate scores
+    frame: tuple[int, int, int, int] | None = None  # (y0, y1, x0, x1) scored, as evaluate's
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -94,10 +95,13 @@ def open_validation_set(params: Any, paths: Any) -> ValidationSet | None:
         warnings.warn(f"train.val_every: {paths.pairs} has no test pairs; validation skipped "
                       "(best.pt will be the final generator)", stacklevel=2)
         return None
-    ds = load_pair_dataset(paths, params.image.height, params.image.width, split="test",
-                           fit=params.image.fit)
+    from pipeline.data import canvas
+
+    image = params.image
+    ds = load_pair_dataset(paths, image.height, image.width, split="test", fit=image.fit)
+    frame = canvas.intersect(ds.frame, canvas.aspect_frame(image.height, image.width, params.evaluate.frame))
     return ValidationSet(ds, choose_pairs(len(ds), tc.val_pairs, params.seed),
-                         uint8=params.evaluate.uint8)
+                         uint8=params.evaluate.uint8, frame=frame)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -125,14 +129,17 @@ def validate(G: nn.Module, vset: ValidationSet, setup: DeviceSetup, models: Any 
     masked L1 only). One with a pose detector adds "pckh" (and the cost of detection).
     Returns {"ssim", "mask_ssim", "masked_l1"[, "pckh"]} -> float.
     """
+    from pipeline.data import canvas
     from pipeline.metrics.scoring import Models, score_batch
 
     models = models or Models(device=setup.device.type)
     per_pair: dict[str, list[np.ndarray]] = defaultdict(list)
     with torch.no_grad():
         for batch in vset.batches():
-            fake = to_uint8(generate(G, batch, setup), vset.uint8)
-            scores = score_batch(real_to_uint8(batch["xb"], vset.uint8), fake, batch["kpb"].numpy(),
+            frame = vset.frame or canvas.WHOLE
+            fake = canvas.cut(to_uint8(generate(G, batch, setup), vset.uint8), frame)
+            scores = score_batch(canvas.cut(real_to_uint8(batch["xb"], vset.uint8), frame), fake,
+                                 canvas.keypoints_in_frame(batch["kpb"].numpy(), frame),
                                  models=models, batch_size=vset.batch_size)
             for key, values in scores.items():
                 per_pair[key].append(np.asarray(values))

@@ -131,6 +131,28 @@ def test_validation_equals_the_evaluate_stage_on_the_same_pairs(data: PathsConfi
         assert first[key] == pytest.approx(summary["model"][key], rel=1e-9, abs=1e-12), key
 
 
+def test_validation_scores_the_evaluate_stages_frame(data: PathsConfig, tmp_path: Path) -> None:
+    """With evaluate.frame (DeepFashion's papers' frame) validation scores what evaluate scores:
+    the same cut images, so the two agree, and differ from scoring the whole canvas."""
+    from pipeline.data import canvas
+    from pipeline.eval.evaluation import score_generated
+
+    params = tiny_params(val_every=2, val_pairs=1000)
+    params = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, frame=(H, W // 2)))
+    vset = open_validation_set(params, data)
+    assert vset.frame == canvas.aspect_frame(H, W, (H, W // 2)) == (0, H, W // 4, W // 4 + W // 2)
+    torch.manual_seed(0)
+    G = Generator(params.model, H, W)
+    cut = validate(G, vset, CPU)
+    whole = validate(G, dataclasses.replace(vset, frame=None), CPU)
+    ds = vset.dataset
+    ds.frame = vset.frame
+    summary, _, _ = score_generated(G, ds, tmp_path / "eval", EvaluateConfig(batch_size=7), "cpu")
+    for key in ("ssim", "mask_ssim", "masked_l1"):
+        assert cut[key] == pytest.approx(summary["model"][key], rel=1e-9, abs=1e-12), key
+    assert cut["ssim"] != pytest.approx(whole["ssim"], abs=1e-6)
+
+
 def test_open_validation_set_subset_and_no_test_pairs(data: PathsConfig, tmp_path: Path) -> None:
     params = tiny_params(val_every=2, val_pairs=5)
     vset = open_validation_set(params, data)
