@@ -232,6 +232,9 @@ class EvaluateConfig:
     # canvas, whether the archive holds the canvases or the cut images. null = every pixel
     # that is image (padding is always cut off).
     frame: tuple[int, int] | None = None
+    # Also score the copy-the-source baseline and the real targets (upper bounds of IS, DS,
+    # PCKh): about half of the scoring time; false = the model (and the protocols) only.
+    baselines: bool = True
 
 
 @dataclass(frozen=True)

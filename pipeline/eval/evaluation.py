@@ -9,6 +9,7 @@ each batch in memory while it is still decoded (no second decode pass):
                  beat it on the pose-sensitive metrics; on SSIM it is often hard to beat)
     real         the real targets themselves, for the set-level metrics where that is an upper
                  bound (IS, DS, PCKh); per-pair similarities of a target to itself are omitted
+                 (copy_source and real: evaluate.baselines, about half the scoring cost)
 
 Scoring goes through pipeline.metrics.scoring.Scorer (definitions in pipeline/metrics):
 per-pair SSIM, mask-SSIM, L1, masked L1 (and LPIPS, DS, PCKh when their models are
@@ -191,11 +192,10 @@ def score_generated(
     # model scorer (added first each batch); copy_source and real take its outputs. LPIPS of
     # a target to itself is never reported, so it is not computed.
     real_models = dataclasses.replace(models, lpips=None, lpips_info="not computed for the real targets")
-    scorers = {
-        "model": ref,
-        "copy_source": Scorer(models, batch_size=cfg.batch_size, reference=ref),
-        "real": Scorer(real_models, batch_size=cfg.batch_size, reference=ref),
-    }
+    scorers = {"model": ref}
+    if cfg.baselines:  # about half the cost (Inception and YOLO on sources and targets)
+        scorers["copy_source"] = Scorer(models, batch_size=cfg.batch_size, reference=ref)
+        scorers["real"] = Scorer(real_models, batch_size=cfg.batch_size, reference=ref)
     grid: dict[str, list] = {"xa": [], "kpb": [], "gen": [], "xb": []}
     n = len(dataset) if cfg.max_pairs is None else min(int(cfg.max_pairs), len(dataset))
     wanted = first_per_identity(pair_identities(dataset, np.arange(n)), int(cfg.grid_pairs))
@@ -213,7 +213,8 @@ def score_generated(
         kp = canvas.keypoints_in_frame(batch["kpb"].numpy(), frame)
         names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
         for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
-            scorers[which].add(names, real, pred, kp)
+            if which in scorers:
+                scorers[which].add(names, real, pred, kp)
         if protocols:
             protocols.add(real, gen, kp)
         take = wanted[(wanted >= seen[0]) & (wanted < seen[0] + len(real))] - seen[0]
@@ -227,20 +228,20 @@ def score_generated(
                                  uint8=cfg.uint8)
     results = {which: s.result() for which, s in scorers.items()}
     per_pair = files.copy()
-    for which in ("model", "copy_source"):
+    for which in [w for w in ("model", "copy_source") if w in results]:
         table = results[which][1]
         for col in table.columns:
             if col not in ("name", "generated", "has_keypoints"):
                 per_pair[f"{which}_{col}"] = table[col].to_numpy()
-    real = results["real"][0]
-    summary: dict[str, Any] = {
-        "model": results["model"][0],
-        "copy_source": results["copy_source"][0],
+    summary: dict[str, Any] = {"model": results["model"][0], "pairs": int(len(per_pair)), "notes": {}}
+    if cfg.baselines:
+        real = results["real"][0]
+        summary["copy_source"] = results["copy_source"][0]
         # Scores of the real targets only where they are an upper bound (IS, DS, PCKh).
-        "real": {k: v for k, v in real.items() if k.split("_reason")[0].split("_std")[0] in SET_ONLY_FOR_REAL},
-        "pairs": int(len(per_pair)),
-        "notes": {},
-    }
+        summary["real"] = {k: v for k, v in real.items()
+                           if k.split("_reason")[0].split("_std")[0] in SET_ONLY_FOR_REAL}
+    else:
+        summary["notes"]["baselines"] = "not scored (evaluate.baselines: false)"
     if protocols:
         summary["protocols"] = protocols.result()
     arrays = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in grid.items()}

@@ -149,6 +149,23 @@ def test_set_metrics_run_inception_once_per_image_set(tiny, tmp_path):
     assert summary["model"]["lpips"] is None and summary["model"]["lpips_reason"] == "not requested"
 
 
+def test_without_baselines_only_the_model_is_scored_and_its_numbers_stay(tiny, tmp_path):
+    from pipeline.metrics.scoring import Models
+
+    net = CountingFeatures().eval()
+    models = Models(inception=net, inception_info="tiny", device="cpu")
+    full, _ = _evaluate(tiny, tmp_path / "a", models=models, max_pairs=5)
+    net.images = 0
+    lean, per_pair = _evaluate(tiny, tmp_path / "b", models=models, max_pairs=5, baselines=False)
+    assert net.images == 3 * 5  # targets, generated, masked generated
+    assert "copy_source" not in lean and "real" not in lean
+    assert lean["notes"]["baselines"] == "not scored (evaluate.baselines: false)"
+    assert not [c for c in per_pair.columns if c.startswith("copy_source_")]
+    for key, value in full["model"].items():
+        assert lean["model"][key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
+    assert headline_metrics(lean) == headline_metrics(full)
+
+
 def test_max_pairs_and_new_evaluate_run_without_run_id(tiny, tmp_path):
     from mlflow.tracking import MlflowClient
 
