@@ -11,7 +11,6 @@ marker appears in its stack.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,11 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("imports and start-up", ("_find_and_load",)),
 )
 OTHER = "other"
+# Runs argv[2:] and writes the peak RSS (KiB) of everything it waited for to argv[1] (py-spy
+# does not reap its child the way RUSAGE_CHILDREN needs, so the wrapper measures).
+PEAK_RSS = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+            "sys.exit(rc)")
 
 
 def parse_raw(path: Path) -> Counter:
@@ -68,13 +72,14 @@ def main() -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     wall = None
     if command:
-        raw = args.raw or Path(tempfile.mkdtemp(prefix="eval-shares-")) / "stacks.raw"
+        work = Path(tempfile.mkdtemp(prefix="eval-shares-"))
+        raw, rss = args.raw or work / "stacks.raw", work / "peak_rss_kb"
         spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--rate", str(args.rate), "--format", "raw",
-               "--subprocesses", "--output", str(raw), "--", *command]
+               "--subprocesses", "--output", str(raw), "--", sys.executable, "-c", PEAK_RSS, str(rss), *command]
         t0 = time.perf_counter()
         rc = subprocess.call(spy)
         wall = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        peak = int(rss.read_text()) / 1024 if rss.is_file() else float("nan")
         print(f"exit {rc}; wall {wall:.0f} s; peak RSS {peak:.0f} MB; stacks: {raw}")
     elif args.raw is None:
         ap.error("give a command or --raw FILE")

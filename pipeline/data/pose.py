@@ -118,6 +118,20 @@ def load_model(weights: str, device: str = "auto") -> PoseModel:
     return PoseModel(yolo, f"{local.name}@sha256:{sha}", str(local), sha, dev, dev != "cpu")
 
 
+def predict(model: PoseModel, images: Any, **kwargs: Any) -> list:
+    """model.yolo.predict(images, **kwargs), leaving torch's thread count as it was: the first
+    predict sets ultralytics up, which calls torch.set_num_threads(cpu_count - 1) on the CPU
+    (1 on two cores), halving every torch op after it in the same process (generation,
+    Inception, LPIPS in evaluate; the demo's generator)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return model.yolo.predict(images, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def predict_kwargs(model: PoseModel, cfg: PoseConfig) -> dict[str, Any]:
     """The ultralytics predict() arguments for our settings (shared with the benchmark)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
@@ -249,7 +263,7 @@ def estimate(
                     sizes[i] = image.shape[1], image.shape[0]
             if not images:
                 continue
-            found = main_people(model.yolo.predict(images, **kwargs), sizes[good])
+            found = main_people(predict(model, images, **kwargs), sizes[good])
             coco[good], score[good] = found.coco, found.conf
 
     kp = to_op18(coco, np.maximum(sizes, 1), cfg.kpt_conf)

@@ -206,14 +206,14 @@ def detect(images: Sequence[np.ndarray], model, kpt_conf: float = 0.3, conf: flo
     """Main person of each BGR image -> (keypoints [N, 18, 3] original pixels, boxes [N, 4]
     xyxy; NaN rows where nobody was found). model: pipeline.data.pose.PoseModel."""
     from pipeline.core.config import PoseConfig
-    from pipeline.data.pose import main_people, predict_kwargs, to_op18
+    from pipeline.data.pose import main_people, predict, predict_kwargs, to_op18
 
     n = len(images)
     if n == 0:
         return np.zeros((0, NUM_JOINTS, 3), np.float32), np.full((0, 4), np.nan, np.float32)
     cfg = PoseConfig(imgsz=pose_imgsz(images), conf=conf, kpt_conf=kpt_conf)
     sizes = np.array([(im.shape[1], im.shape[0]) for im in images], np.int64)
-    found = main_people(model.yolo.predict(list(images), **predict_kwargs(model, cfg)), sizes)
+    found = main_people(predict(model, list(images), **predict_kwargs(model, cfg)), sizes)
     return to_op18(found.coco, sizes, kpt_conf), found.boxes
 
 

@@ -57,7 +57,7 @@ def detect(
     step = max(int(cfg.batch), 1)
     for s in range(0, b, step):
         bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images[s : s + step]]  # YOLO wants BGR arrays
-        found = pose.main_people(model.yolo.predict(bgr, **kwargs), sizes[s : s + step])
+        found = pose.main_people(pose.predict(model, bgr, **kwargs), sizes[s : s + step])
         score[s : s + step], coco[s : s + step] = found.best, found.coco
     return score, pose.to_op18(coco, sizes, cfg.kpt_conf)
 

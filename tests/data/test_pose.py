@@ -283,3 +283,22 @@ def test_crafted_pickle_as_pose_weights_never_runs(tmp_path: Path, monkeypatch):
 
 def test_official_weights_pass_the_safe_load(model):
     assert model.yolo.task == "pose" and len(model.sha256) == 64
+
+
+def test_predict_leaves_torch_threads_as_they_were(model, crops):
+    """ultralytics' device set-up (the first predict) sets torch to cpu_count - 1 threads;
+    pose.predict restores the caller's count, so evaluate's generation and Inception keep
+    every core."""
+    import cv2
+    import torch
+
+    from pipeline.data.pose import predict
+
+    before = torch.get_num_threads()
+    fresh = load_model(str(shared_path(WEIGHTS)), "cpu")  # not set up yet: its first predict
+    try:
+        torch.set_num_threads(3)
+        results = predict(fresh, [cv2.imread(str(crops[0]))], verbose=False, device="cpu")
+        assert len(results) == 1 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
