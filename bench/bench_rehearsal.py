@@ -1,6 +1,6 @@
 """Full-size rehearsal: every stage of the paper's Market-1501 config (dataset=market1501
 mode=paper) under `dvc repro`, on a
-Market-1501-shaped synthetic archive (pipeline/synthetic/market_archive.py).
+Market-1501-shaped synthetic archive (pipeline/datasets/synthetic/market_archive.py).
 
     .venv/bin/python bench/bench_rehearsal.py [--work DIR] [--archive ZIP] [--steps 20]
         [--annotations DIR] [--weights DIR] [--max-pairs N] [--ids-fraction F]

@@ -1,6 +1,6 @@
 """A DeepFashion-shaped archive from the synthetic renderer, for rehearsals and tests.
 
-    python -m pipeline.datasets.synthetic.deepfashion_archive --lists DIR --out img.zip
+    python -m stages.rehearsal_archive deepfashion --lists DIR --out img.zip
         [--seed 0] [--fraction 1.0] [--items N] [--layout inshop|flat176] [--subset-dir DIR]
         [--workers 2]
 
@@ -21,10 +21,8 @@ Deterministic: the same seed gives the same bytes.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import multiprocessing as mp
-import sys
 import time
 import zipfile
 from dataclasses import dataclass, replace
@@ -229,30 +227,3 @@ def build(lists_dir: Path, out: Path, seed: int = 0, fraction: float = 1.0,
         write_subset_files(Path(subset_dir), plan_items, drawn, lists_dir)
     return info
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.datasets.synthetic.deepfashion_archive",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--lists", required=True, help="folder with train.lst, test.lst (and the "
-                    "canonical test annotations and pairs)")
-    ap.add_argument("--out", default="img.zip", help="zip to write (default img.zip)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fraction", type=float, default=1.0, help="keep this share of the items")
-    ap.add_argument("--items", type=int, default=None, help="at most this many items per split")
-    ap.add_argument("--layout", choices=LAYOUTS, default="inshop")
-    ap.add_argument("--subset-dir", help="write the kept names' lists, annotations and pairs here")
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args(argv)
-    try:
-        info = build(Path(args.lists), Path(args.out), args.seed, args.fraction, args.items,
-                     args.layout, args.workers, Path(args.subset_dir) if args.subset_dir else None)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"deepfashion_archive: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"deepfashion_archive: {info['images']} images {info['per_split']} -> {args.out} "
-          f"({info['bytes'] / 1e6:.1f} MB, {info['seconds']} s)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """A Market-1501-shaped archive from the synthetic renderer, for full-size rehearsals.
 
-    python -m pipeline.datasets.synthetic.market_archive --annotations DIR --out FILE.zip
+    python -m stages.rehearsal_archive market --annotations DIR --out FILE.zip
         [--seed 0] [--ids-fraction 1.0] [--double-jpg keep|strip] [--workers 2]
 
 Writes `Market-1501-v15.09.15.zip` with the real layout (Market-1501-v15.09.15/
@@ -23,7 +23,6 @@ writes the matching annotation CSVs and test pair list beside the zip, for scale
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import multiprocessing as mp
@@ -40,7 +39,6 @@ import pandas as pd
 
 from pipeline.core.keypoints import J, read_annotation_csv, write_annotation_csv
 from pipeline.datasets.market1501 import (
-    ARCHIVE_NAME,
     DISTRACTOR_ID,
     JUNK_ID,
     SPLIT_DIRS,
@@ -366,30 +364,3 @@ def build(annotations_dir: Path, out: Path, seed: int = 0, fraction: float = 1.0
         write_subset_files(Path(subset_dir), ann, items, pairs if pairs.is_file() else None)
     return info
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.datasets.synthetic.market_archive",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--annotations", required=True, help="folder with the canonical annotation CSVs")
-    ap.add_argument("--out", default=ARCHIVE_NAME, help=f"zip to write (default {ARCHIVE_NAME})")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ids-fraction", type=float, default=1.0, help="keep this fraction of the ids")
-    ap.add_argument("--subset-dir", help="write the subset's annotation CSVs and pairs here")
-    ap.add_argument("--double-jpg", choices=("keep", "strip"), default="keep",
-                    help="file names of the 18 `.jpg.jpg` annotations: as annotated, or one .jpg")
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args(argv)
-    try:
-        info = build(Path(args.annotations), Path(args.out), args.seed, args.ids_fraction,
-                     args.double_jpg, args.workers, progress=True,
-                     subset_dir=Path(args.subset_dir) if args.subset_dir else None)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"market_archive: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"market_archive: {info['images']} images {info['per_split']} -> {args.out} "
-          f"({info['bytes'] / 1e6:.1f} MB, {info['seconds']} s, {info['images_per_s']} images/s)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
