@@ -88,7 +88,7 @@ def _read(path: Path) -> tuple[bytes | None, str | None]:
     return data, None
 
 
-def _header_problem(path: Path, data: bytes, max_pixels: int) -> str | None:
+def _header_problem(path: Path | str, data: bytes, max_pixels: int) -> str | None:
     problem = truncation(data)
     if problem:
         return f"{path}: {problem}"
@@ -100,18 +100,24 @@ def _header_problem(path: Path, data: bytes, max_pixels: int) -> str | None:
 
 def decode_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
     """Read one image file -> (BGR uint8 [H, W, 3], None) or (None, message naming the file)."""
-    import cv2
-
     path = Path(path)
     data, error = _read(path)
     if data is None:
         return None, error
-    error = _header_problem(path, data, max_pixels)
+    return decode_bytes(data, str(path), max_pixels)
+
+
+def decode_bytes(data: bytes, label: str, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+    """decode_image of a file's bytes already read -> (BGR uint8 [H, W, 3], None) or (None,
+    message starting with `label`)."""
+    import cv2
+
+    error = _header_problem(label, data, max_pixels)
     if error:
         return None, error
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        return None, f"{path}: not a decodable image"
+        return None, f"{label}: not a decodable image"
     return image, None
 
 

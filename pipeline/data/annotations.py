@@ -35,10 +35,9 @@ from pipeline.core.keypoints import (
     write_annotation_csv,
 )
 from pipeline.data.canvas import keypoints_to_canvas
-from pipeline.datasets.market1501 import NAME_RE, canonical_names
+from pipeline.datasets.market1501 import CANONICAL_HW, NAME_RE, canonical_names
 from pipeline.core.fsutil import file_digest
 
-CANONICAL_HW = (128, 64)  # (height, width) of the crops the canonical files annotate
 NO_ANNOTATION = "no annotation"
 
 

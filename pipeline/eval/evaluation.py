@@ -212,11 +212,12 @@ def score_generated(
         gen = canvas.cut(gen, frame)
         kp = canvas.keypoints_in_frame(batch["kpb"].numpy(), frame)
         names = [pair_file(a, b) for a, b in zip(batch["name_a"], batch["name_b"])]
+        per = {}
         for which, pred in (("model", gen), ("copy_source", src), ("real", real)):
             if which in scorers:
-                scorers[which].add(names, real, pred, kp)
-        if protocols:
-            protocols.add(real, gen, kp)
+                per[which] = scorers[which].add(names, real, pred, kp)
+        if protocols:  # the model's LPIPS (same network, same images) serves gfla/dptn too
+            protocols.add(real, gen, kp, lpips=per["model"].get("lpips"))
         take = wanted[(wanted >= seen[0]) & (wanted < seen[0] + len(real))] - seen[0]
         if len(take):
             for key, arr in (("xa", src), ("kpb", kp), ("gen", gen), ("xb", real)):

@@ -46,11 +46,11 @@ import torch
 from pipeline.infer.crop import Box, crop_box, crop_image, map_keypoints, person_extent, whole_image_box
 from pipeline.core.keypoints import J, NUM_JOINTS, present, read_annotation_csv
 from pipeline.data.pairs import REQUIRED_JOINTS
+from pipeline.datasets.market1501 import CANONICAL_HW  # the canonical annotation CSVs' frame
 from pipeline.model.build import run_generator
-from pipeline.core.images import IMAGE_SUFFIXES, decode_image, header_size, image_format
+from pipeline.core.images import IMAGE_SUFFIXES, decode_bytes, decode_image, header_size, image_format
 
 ASPECT_TOLERANCE = 0.1  # relative aspect-ratio difference under which an image is used whole
-CANONICAL_HW = (128, 64)  # frame of the canonical Market-1501 annotation CSVs
 DEFAULT_SIGMA = 6.0
 GIF_FRAME_MS = 250
 FRAME_SLACK = 0.5  # a joint may lie this fraction of the frame outside it; farther is a bad pose
@@ -233,26 +233,25 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, label: str | None
     KB would otherwise decode to 1.2 GB). Raises ReposeError naming `label` (default: path)."""
     label = str(label or path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        data = Path(path).read_bytes()  # once: the checks below and the decoder share it
     except FileNotFoundError:
         raise ReposeError(f"{label}: file not found") from None
     except OSError as exc:
         raise ReposeError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    fmt = image_format(head)
+    fmt = image_format(data[:16])
     if fmt is None:
-        what = "empty file" if not head else "not an image file (JPEG, PNG, BMP or WebP)"
+        what = "empty file" if not data else "not an image file (JPEG, PNG, BMP or WebP)"
         raise ReposeError(f"{label}: {what}")
     try:
-        w, h = header_size(Path(path).read_bytes(), fmt)
+        w, h = header_size(data, fmt)
     except (OSError, SyntaxError, ValueError, EOFError, struct.error):
         raise ReposeError(f"{label}: not a decodable {fmt} image (broken header)") from None
     if w * h > max_pixels:
         raise ReposeError(f"{label}: image too large ({w}x{h} pixels; the limit is "
                           f"{max_pixels / 1e6:g} megapixels)")
-    image, err = decode_image(path)
+    image, err = decode_bytes(data, label, max_pixels)
     if image is None:
-        raise ReposeError(err.replace(str(path), label, 1))
+        raise ReposeError(err)
     return image
 
 

@@ -71,8 +71,13 @@ class ProtocolSet:
     def __bool__(self) -> bool:
         return bool(self.scorers)
 
-    def add(self, real, generated, kp_target=None) -> None:
+    def add(self, real, generated, kp_target=None, lpips: np.ndarray | None = None) -> None:
+        """lpips: float64 [B], the LPIPS of these very pairs as given (unprepared) with nets.lpips,
+        when the caller has it already (the 2018 scorer's): protocols that score them
+        unprepared take it instead of a second pass."""
         memo: dict = {}  # one batch: protocols that prepare the images alike share the work
+        if lpips is not None:
+            memo[protocols.UNPREPARED_LPIPS] = np.asarray(lpips, np.float64)
         for s in self.scorers.values():
             s.add(real, generated, kp_target, memo)
 

@@ -205,6 +205,10 @@ def file_digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+# The memo key of LPIPS on images used as they are (prep_key (None, None) on both sides).
+UNPREPARED_LPIPS = ("lpips", ((None, None), (None, None)))
+
+
 def prep_key(rec: Recipe, metric: str, role: Literal["generated", "target"], shape: Sequence[int]) -> tuple:
     """What prepare() does to images of shape [B, H, W, 3] for this metric: equal keys give
     equal images (a pad that changes nothing and a resize to the images' own size are no-ops),

@@ -427,8 +427,8 @@ def score_folders(
             _, det = detection.detect(real, models.detector, pose_cfg)
             kp = det[..., :2]
             source = f"detected on the real targets by {models.detector.label} (fallback, not annotations)"
-        scorer.add(names, real, gen, kp, generated_names=[gp.name for _, gp in part])
-        extra.add(real, gen, kp)
+        per = scorer.add(names, real, gen, kp, generated_names=[gp.name for _, gp in part])
+        extra.add(real, gen, kp, lpips=per.get("lpips"))  # the 2018 LPIPS serves unprepared protocols
     if image_size is None:
         raise ValueError(f"{generated_dir}: no readable pair to score ({skipped[0]})")
     summary, table = scorer.result()

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.core.images import decode_image, image_problem, is_image_file, truncation
+from pipeline.core.images import decode_bytes, decode_image, image_problem, is_image_file, truncation
 
 
 @pytest.fixture
@@ -55,3 +55,10 @@ def test_a_huge_declared_size_is_refused_before_decoding(tmp_path):
     huge = tmp_path / "huge.png"
     Image.new("1", (20000, 20000)).save(huge)  # 1.2 GB as BGR; past PIL's own bomb guard too
     assert image_problem(huge) == f"{huge}: 20000x20000 pixels is over the limit of 40,000,000"
+
+
+def test_bytes_already_read_decode_as_the_file_does(jpeg):
+    data = jpeg.read_bytes()
+    image, error = decode_bytes(data, "upload/a.jpg")
+    assert error is None and (image == decode_image(jpeg)[0]).all()
+    assert decode_bytes(data[:1500], "upload/a.jpg") == (None, "upload/a.jpg: truncated JPEG (no end-of-image marker)")

@@ -323,6 +323,30 @@ def test_protocols_add_one_group_each_and_cache_the_training_set(tiny, tmp_path)
     assert again["protocols"]["gfla-market"]["fid"] == summary["protocols"]["gfla-market"]["fid"]
 
 
+class CountingLpips(torch.nn.Module):
+    """Stands for LPIPS ([-1, 1] x, y -> [n, 1, 1, 1]); counts pairs."""
+
+    def __init__(self):
+        super().__init__()
+        self.pairs = 0
+
+    def forward(self, x, y):
+        self.pairs += len(x)
+        return (x - y).abs().mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)
+
+
+def test_lpips_runs_once_per_pair_for_the_2018_keys_and_the_protocols(tiny, tmp_path):
+    from pipeline.metrics.scoring import Models
+
+    lp = CountingLpips()
+    models = Models(lpips=lp, lpips_info="tiny", device="cpu")
+    summary, per_pair = _evaluate(tiny, tmp_path, models=models, max_pairs=5, baselines=False,
+                                  protocol=("defgan", "gfla-market", "dptn-market"), fid_stats=str(tmp_path / "s"))
+    assert lp.pairs == 5 + 5  # LPIPS (2018 key, gfla and dptn) + mask-LPIPS (gfla and dptn)
+    for name in ("gfla-market", "dptn-market"):  # 5 < 64 pairs: gfla's batch shrinks to all of them
+        assert summary["protocols"][name]["lpips"] == pytest.approx(summary["model"]["lpips"], rel=1e-12)
+
+
 def test_frame_cuts_generated_targets_and_the_fid_real_set_alike(tiny, tmp_path):
     """evaluate.frame (DeepFashion's 256x176 on its 256x256 canvas; here 64x16 on 64x32):
     every scored image is the centred frame, and FID's real set is each training image

@@ -152,6 +152,14 @@ def test_read_image_checks_format_and_size_before_decoding(setup, tmp_path):
         read_image(photo, max_pixels=8000)  # 64 x 128 = 8192
 
 
+def test_read_image_reads_the_file_once(setup, monkeypatch):
+    """The checks and the decoder share one read (an upload is read from disk once)."""
+    reads, real = [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    assert read_image(setup[0][0]).shape == (128, 64, 3)
+    assert reads == [Path(setup[0][0])]
+
+
 def test_reposer_arrays_in_arrays_out(setup, pose_model, tmp_path):
     photos, _, model = setup
     r = Reposer.load(model, pose_model, "cpu")

@@ -94,3 +94,31 @@ def test_protocols_share_their_work_and_keep_their_numbers(tmp_path, names, data
     assert real_pass == 9 * distinct_real
     assert pool.calls - real_pass == 10 * (1 if dataset == "market" else 2)
     assert pool.calls < alone_calls and lp.calls < alone_lpips
+
+
+@pytest.mark.parametrize("names, shape", [
+    (["gfla-market", "dptn-market"], (128, 64)),
+    (["gfla-fashion", "dptn-fashion", "pidm-fashion"], (256, 176)),
+])
+def test_the_2018_lpips_serves_the_protocols_that_score_the_images_as_they_are(names, shape):
+    """evaluation passes the 2018 scorer's per-pair LPIPS (pipeline.metrics.lpips): protocols
+    whose LPIPS images are unprepared take it and give the numbers they compute themselves;
+    gfla-fashion pads, so it still runs the network."""
+    from pipeline.metrics.lpips import lpips_distance
+
+    real, gen = images(8, *shape, 0), images(8, *shape, 1)
+    kp = np.random.default_rng(3).uniform(2, min(shape) - 2, (8, 18, 2))
+    results, calls = [], []
+    for give in (False, True):
+        lp = CountingLpips()
+        got = ProtocolSet(names, Nets(lpips=lp, lpips_info="lp"), None, batch_size=4)
+        for s in range(0, 8, 4):
+            given = lpips_distance(real[s:s + 4], gen[s:s + 4], CountingLpips(), batch_size=4) if give else None
+            got.add(real[s:s + 4], gen[s:s + 4], kp[s:s + 4], lpips=given)
+        results.append(got.result())
+        calls.append(lp.calls)
+    for name in names:
+        assert results[1][name]["lpips"] == pytest.approx(results[0][name]["lpips"], rel=1e-12), name
+    masked = 8 if "gfla-market" in names else 0  # mask-LPIPS is its own pass
+    padded = 8 if "gfla-fashion" in names else 0
+    assert calls == [masked + padded + 8, masked + padded]

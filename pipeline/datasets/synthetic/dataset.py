@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from pipeline.core.config import SyntheticConfig
-from pipeline.core.keypoints import NUM_JOINTS, write_annotation_csv
-from pipeline.datasets.market1501 import DISTRACTOR_ID, JUNK_ID, SPLIT_DIRS, format_name
+from pipeline.core.keypoints import NUM_JOINTS, scale_keypoints, write_annotation_csv
+from pipeline.datasets.market1501 import CANONICAL_HW, DISTRACTOR_ID, JUNK_ID, SPLIT_DIRS, format_name
 from pipeline.datasets.synthetic.background import camera_background, crop
 from pipeline.datasets.synthetic.body import Pose, sample_pose
 from pipeline.datasets.synthetic.identity import Identity, sample_identity
@@ -138,7 +138,9 @@ def generate(out_dir: Path, cfg: SyntheticConfig, height: int, width: int, seed:
     bounding_box_train/: cfg.train_ids identities (ids 1..), cfg.images_per_id images each;
     bounding_box_test/: cfg.test_ids further identities plus `junk` (-1) and `distractors`
     (0000) crops; query/: one extra render per test identity; annotations/: the canonical
-    keypoint CSVs of the train and bounding_box_test images (OpenPose-18, crop pixels).
+    keypoint CSVs of the train and bounding_box_test images (OpenPose-18, in pixels of the
+    canonical 128x64 crop whatever the render size, as Market-1501's files: the annotation
+    import rescales them to the images' size).
     Returns counts per split and the identity ids.
     """
     _check_args(cfg, height, width, seed, junk, distractors)
@@ -169,6 +171,7 @@ def generate(out_dir: Path, cfg: SyntheticConfig, height: int, width: int, seed:
     for split, rows in annotations.items():
         names = sorted(rows)
         kp = np.stack([rows[n] for n in names]) if names else np.zeros((0, NUM_JOINTS, 2), np.float32)
+        kp = scale_keypoints(kp, np.full((len(kp), 2), (width, height)), CANONICAL_HW)
         write_annotation_csv(out_dir / "annotations" / ANNOTATION_FILES[split], names, kp)
     return {
         "train": len(annotations["train"]),

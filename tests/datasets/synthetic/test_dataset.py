@@ -114,6 +114,19 @@ def test_person_is_drawn_where_the_keypoints_are():
     assert hits / total > 0.85  # a few joints may land on a colour close to the background
 
 
+def test_annotations_are_in_the_canonical_crop_frame_at_any_render_size(dataset, tmp_path):
+    """The files say 128x64 crop pixels (as Market-1501's; the import rescales them to the
+    images' size): a half-size render of the same people has the same files, to 1 px."""
+    root, _ = dataset
+    generate(tmp_path, CFG, H // 2, W // 2, seed=7)
+    for split in ("train", "test"):
+        full, half = _annotations(root, split), _annotations(tmp_path, split)
+        assert half.keys() == full.keys()
+        a, b = np.stack(list(full.values())), np.stack([half[n] for n in full])
+        assert (present(a) == present(b)).all()
+        assert np.abs(a - b)[present(a)].max() <= 1
+
+
 def test_same_seed_same_bytes_other_seed_differs(dataset, tmp_path):
     root, _ = dataset
     again = generate(tmp_path / "a", CFG, H, W, seed=7)
